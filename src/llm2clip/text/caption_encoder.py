@@ -123,7 +123,7 @@ class CaptionEncoder(nn.Module):
 
     def gradient_checkpointing_enable(self) -> None:
         # non-reentrant checkpointing works with a frozen base model and LoRA inputs
-        self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.base_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     @property
     def base_model(self) -> nn.Module:
