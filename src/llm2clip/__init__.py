@@ -1,5 +1,15 @@
-"""LLM2CLIP: a large language model as CLIP's text tower."""
-from .text import CaptionEncoder
+"""LLM2CLIP: a large language model as CLIP's text tower.
 
+The public classes are imported lazily so that `import llm2clip.losses` (and every
+distributed worker) does not pay for importing transformers.
+"""
 __all__ = ["CaptionEncoder"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name == "CaptionEncoder":
+        from .text import CaptionEncoder
+
+        return CaptionEncoder
+    raise AttributeError(f"module 'llm2clip' has no attribute {name!r}")
