@@ -1,0 +1,1 @@
+"""Data: caption records, pair sampling, text pairs, demo data."""
