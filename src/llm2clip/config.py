@@ -126,3 +126,14 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def packaged_config(name: str) -> Path:
+    """A recipe shipped with the package, e.g. packaged_config("stage1/demo.yaml").
+
+    The repository's top-level `configs/` is a link to the same folder.
+    """
+    path = Path(__file__).parent / "configs" / name
+    if not path.is_file():
+        raise ConfigError(f"no packaged config {name!r} (looked in {path.parent})")
+    return path

@@ -1,0 +1,110 @@
+"""`llm2clip` command line: stage1, eval, demo (stage2/embed follow the same pattern)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from .config import ConfigError, load_config
+from .train.runtime import TrainingError
+
+# Bad input (configs, data, model names) and failed runs raise these with a message that
+# names the file/key; print it plainly. Anything else is a bug: keep its traceback.
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, TrainingError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except EXPECTED_ERRORS as err:  # a clear message, not a traceback
+        if os.environ.get("LLM2CLIP_DEBUG"):
+            raise
+        print(f"llm2clip: error: {err}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm2clip", description=__doc__)
+    sub = parser.add_subparsers(title="commands")
+
+    p = sub.add_parser("stage1", help="fine-tune an LLM into a caption embedding model")
+    p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/stage1/paper.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.lr=1e-4 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
+    p.set_defaults(run=_stage1)
+
+    p = sub.add_parser("eval", help="evaluate a model")
+    eval_sub = p.add_subparsers(title="benchmarks")
+    c = eval_sub.add_parser("cra", help="caption-to-caption retrieval accuracy (paper Table 1)")
+    c.add_argument("--model", required=True, help="caption encoder folder, embedded name, HF id or path")
+    c.add_argument("--data", required=True, help="Karpathy JSON or CSV/TSV/JSONL caption records")
+    c.add_argument("--fields", nargs="+", help="caption fields, in order (captions 1 and 2 form the pair)")
+    c.add_argument("--limit", type=int, help="use only the first N records")
+    c.add_argument("--pooling", choices=["mean", "last", "weighted_mean"])
+    c.add_argument("--instruction", help="instruction prepended to every caption (attended, not pooled)")
+    c.add_argument("--causal", action="store_true", help="causal instead of bidirectional attention")
+    c.add_argument("--max-length", type=int)
+    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--out", help="also write the result as JSON here")
+    c.set_defaults(run=_eval_cra)
+
+    p = sub.add_parser("demo", help="the method end to end on embedded models and data, on a CPU")
+    p.add_argument("--out", default="runs/demo", help="output folder (finished steps are reused)")
+    p.add_argument("--fast", action="store_true", help="a ~2-minute smoke version")
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def _stage1(args) -> int:
+    from .train.stage1 import train_stage1
+    from .train.stage1_config import Stage1Config
+
+    cfg = load_config(Stage1Config, args.config, args.overrides)
+    if not cfg.data.train:
+        raise ConfigError(f"{args.config}: data.train is required (a caption records file)")
+    summary = train_stage1(cfg, resume=args.resume)
+    if "encoder" in summary:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _eval_cra(args) -> int:
+    from .eval.cra import cra_for_encoder
+    from .text import CaptionEncoder
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    options = {k: v for k, v in dict(pooling=args.pooling, instruction=args.instruction,
+                                     max_length=args.max_length).items() if v is not None}
+    if args.causal:
+        options["bidirectional"] = False
+    encoder = CaptionEncoder.from_pretrained(args.model, **options)
+    result = cra_for_encoder(encoder, args.data, fields=args.fields, limit=args.limit, batch_size=args.batch_size,
+                             show_progress=True)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, fast=args.fast)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

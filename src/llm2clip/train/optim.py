@@ -1,0 +1,36 @@
+"""Optimiser and learning-rate schedule shared by both stages."""
+from __future__ import annotations
+
+import torch
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+def build_adamw(param_groups: list[dict], lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    """AdamW over explicit parameter groups (each may carry its own lr / weight_decay)."""
+    groups = [g for g in param_groups if g["params"]]
+    if not groups:
+        raise ValueError("nothing to train: no parameter requires a gradient")
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
+
+
+def build_schedule(optimizer, name: str, warmup_steps: int, total_steps: int):
+    """Linear warmup for `warmup_steps`, then linear decay, cosine decay or constant."""
+    from transformers import get_scheduler
+
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
+    hf_name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[name]
+    return get_scheduler(hf_name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=max(total_steps, 1))
+
+
+def decay_groups(named_params, lr: float, weight_decay: float) -> list[dict]:
+    """Two groups: weights with decay, and biases/norms (1-D) without, as is customary."""
+    decay, no_decay = [], []
+    for _, param in named_params:
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    return [
+        {"params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+    ]

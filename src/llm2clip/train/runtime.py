@@ -1,0 +1,80 @@
+"""What both training stages share: the Accelerator, logging set-up, output folders."""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .. import config as config_mod
+from .checkpoint import list_checkpoints
+
+log = logging.getLogger("llm2clip")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (non-finite loss, inconsistent resume, ...)."""
+
+
+def make_accelerator(precision: str, device: str):
+    """One Accelerator for CPU, one GPU, or many (torchrun / accelerate launch)."""
+    from accelerate import Accelerator
+
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    if precision == "auto":
+        mixed = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
+    else:
+        mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}.get(precision)
+        if mixed is None:
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    return Accelerator(cpu=cpu, mixed_precision=mixed)
+
+
+def setup_logging(main_process: bool) -> None:
+    level = logging.INFO if main_process else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def prepare_output(output_dir: str, cfg: Any, resume: bool, main_process: bool) -> Path:
+    """Create the run folder and save its config; refuse to silently mix two runs.
+
+    Resuming requires the same config except the keys that only affect how long it runs.
+    """
+    out = Path(output_dir)
+    saved_file = out / "config.yaml"
+    current = config_mod.to_dict(cfg)
+    if list_checkpoints(out / "checkpoints") and not resume:
+        raise TrainingError(f"{out} already holds checkpoints: pass --resume to continue that run, "
+                            f"or choose another train.output_dir")
+    if resume and saved_file.is_file():
+        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
+        changed = _diff(saved, current, ignore={"train.max_steps", "train.epochs", "train.save_every",
+                                                "train.keep_checkpoints", "eval"})
+        if changed:
+            raise TrainingError(f"cannot resume {out}: the config differs in {', '.join(changed)}")
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        saved_file.write_text(yaml.safe_dump(current, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def _diff(a: Any, b: Any, ignore: set[str], prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys if f"{prefix}{k}" not in ignore
+                for d in _diff(a.get(k), b.get(k), ignore, f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def check_finite(value: float, step: int, out: Path) -> None:
+    if not math.isfinite(value):
+        good = list_checkpoints(out / "checkpoints")
+        where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
+        raise TrainingError(f"the loss became {value} at step {step}; stopping before the update ({where}). "
+                            f"Lower the learning rate or check the data, then --resume.")
