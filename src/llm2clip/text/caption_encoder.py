@@ -11,7 +11,8 @@ import copy
 import json
 import logging
 import os
-from contextlib import nullcontext
+import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,8 @@ class CaptionEncoder(nn.Module):
         `lora`: None (no adapter), True (paper defaults), a dict or LoraSettings.
         """
         path = str(path)
-        given = {
-            k: v
-            for k, v in dict(pooling=pooling, bidirectional=bidirectional, instruction=instruction, max_length=max_length).items()
-            if v is not _UNSET
-        }
+        options = dict(pooling=pooling, bidirectional=bidirectional, instruction=instruction, max_length=max_length)
+        given = {k: v for k, v in options.items() if v is not _UNSET}
         saved = _read_saved_settings(path)
         load_kwargs = {"dtype": _as_dtype(dtype), "trust_remote_code": trust_remote_code}
         if saved is None:
@@ -94,7 +92,8 @@ class CaptionEncoder(nn.Module):
                 from peft import PeftModel
 
                 model, head = _load_llm(resolve_llm(settings.base_model), lm_head, load_kwargs)
-                model = PeftModel.from_pretrained(model, path, is_trainable=True)
+                with _quiet_peft():
+                    model = PeftModel.from_pretrained(model, path, is_trainable=True)
             else:
                 model, head = _load_llm(path, lm_head, load_kwargs)
                 lora = LoraSettings.coerce(lora)
@@ -284,4 +283,14 @@ def _add_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
     if not targets:
         raise ValueError(f"none of the LoRA target modules {lora.target_modules} exist in this model")
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none")
-    return get_peft_model(model, config)
+    with _quiet_peft():
+        return get_peft_model(model, config)
+
+
+@contextmanager
+def _quiet_peft():
+    """peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`: a FutureWarning
+    users can do nothing about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
