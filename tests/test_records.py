@@ -22,6 +22,7 @@ def test_dreamlip_jsonl_uses_the_dreamlip_fields_in_order(tmp_path):
     assert [(r.id, r.image, r.captions) for r in records] == [
         ("a", "a.jpg", ["raw a", "short a", "long a"]), ("b", "b.jpg", ["raw b", "short b"])]
     assert stats.kept == stats.rows == 2 and not stats.skipped
+    assert records[0].caption_by_source() == {"raw_caption": "raw a", "shortSV": "short a", "longSV": "long a"}
 
 
 def test_csv_and_tsv_with_configured_fields(tmp_path):
@@ -42,6 +43,7 @@ def test_karpathy_json_lists_and_dataset_files(tmp_path):
     ]))
     records, _ = read_caption_records(tmp_path / "test.json")
     assert [len(r.captions) for r in records] == [5, 6] and records[1].image == "im1.jpg"
+    assert records[0].sources == [f"caption.{i}" for i in range(5)]
     (tmp_path / "dataset_coco.json").write_text(json.dumps({"images": [
         {"filename": "f.jpg", "cocoid": 7, "sentences": [{"raw": "one "}, {"raw": "two"}]}]}))
     records, _ = read_caption_records(tmp_path / "dataset_coco.json")
@@ -62,6 +64,7 @@ def test_bad_rows_are_skipped_and_counted_by_reason(tmp_path):
     ]) + b"\n")
     records, stats = read_caption_records(path, ["a", "b"], min_captions=2)
     assert [r.id for r in records] == ["ok", "long"]
+    assert [r.sources for r in records] == [["a", "b"], ["a", "b"]]
     assert len(records[1].captions[0]) == MAX_CAPTION_CHARS
     assert stats.skipped == {"bad_json": 1, "not_utf8": 1, "too_few_captions": 2, "not_an_object": 1}
     assert stats.fixed["duplicate_dropped"] == 1 and stats.fixed["empty_dropped"] == 2

@@ -11,10 +11,10 @@ batch in order (2 processes = 1 process).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
+from .batch_plan import BatchPlan, epoch_permutation, rank_slice
 from .records import CaptionRecord
 from .text_pairs import TextPair
 
@@ -49,12 +49,13 @@ class PairSchedule:
                              f"(of {len(records)}) cannot fill a batch of {self.n_caption} caption pairs")
         if self.n_text and len(self.text_pairs) < self.n_text:
             raise ValueError(f"{len(self.text_pairs)} text pairs cannot fill {self.n_text} per batch")
+        self._record_plan = BatchPlan(len(self.records), self.n_caption, seed, stream=1) if self.n_caption else None
 
     @property
     def steps_per_epoch(self) -> int:
         """Micro-steps per pass over the caption records (the last partial batch is dropped)."""
         if self.n_caption:
-            return len(self.records) // self.n_caption
+            return self._record_plan.steps_per_epoch
         return len(self.text_pairs) // self.n_text
 
     def global_batch(self, step: int) -> list[PairExample]:
@@ -66,19 +67,14 @@ class PairSchedule:
         return examples
 
     def local_batch(self, step: int, rank: int = 0, world_size: int = 1) -> list[PairExample]:
-        if self.global_batch_size % world_size:
-            raise ValueError(f"global batch {self.global_batch_size} does not split over {world_size} processes")
-        size = self.global_batch_size // world_size
-        return self.global_batch(step)[rank * size:(rank + 1) * size]
+        return rank_slice(self.global_batch(step), rank, world_size)
 
     def _caption_pairs(self, step: int) -> list[PairExample]:
         if not self.n_caption:
             return []
-        epoch, position = divmod(step, self.steps_per_epoch)
-        order = _permutation(self.seed, 1, epoch, len(self.records))
         picks = np.random.default_rng([self.seed, 2, step])
         examples = []
-        for index in order[position * self.n_caption:(position + 1) * self.n_caption]:
+        for index in self._record_plan.global_indices(step):
             captions = list(dict.fromkeys(self.records[index].captions))  # distinct, in order
             first, second = picks.choice(len(captions), size=2, replace=False)
             examples.append(PairExample(captions[first], captions[second]))
@@ -89,11 +85,6 @@ class PairSchedule:
         n = len(self.text_pairs)
         for k in range(step * self.n_text, (step + 1) * self.n_text):
             epoch, position = divmod(k, n)
-            pair = self.text_pairs[_permutation(self.seed, 4, epoch, n)[position]]
+            pair = self.text_pairs[epoch_permutation(self.seed, 4, epoch, n)[position]]
             examples.append(PairExample(pair.query, pair.positive, pair.negative, source="text"))
         return examples
-
-
-@lru_cache(maxsize=4)
-def _permutation(seed: int, stream: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng([seed, stream, epoch]).permutation(n)

@@ -39,6 +39,12 @@ class CaptionRecord:
     id: str
     captions: list[str]
     image: str | None = None
+    # where each caption came from: the field name, or `name.i` for the i-th caption of a
+    # list-valued field (the key the embedding store files it under)
+    sources: list[str] | None = None
+
+    def caption_by_source(self) -> dict[str, str]:
+        return dict(zip(self.sources or [str(i) for i in range(len(self.captions))], self.captions))
 
 
 def read_caption_records(
@@ -64,9 +70,10 @@ def read_caption_records(
     records: list[CaptionRecord] = []
     first_line: dict[str, str] = {}
     for index, (where, row) in enumerate(rows):
-        captions = _captions(row, fields, where, stats)
-        if captions is None:
+        found = _captions(row, fields, where, stats)
+        if found is None:
             continue
+        captions, sources = found
         if len(captions) < min_captions:
             stats.skip("too_few_captions", where)
             continue
@@ -75,7 +82,8 @@ def read_caption_records(
             raise DataError(f"{path}: {where}: id {rid!r} already used at {first_line[rid]}")
         first_line[rid] = where
         image = row.get(image_field, row.get("filename"))
-        records.append(CaptionRecord(id=rid, captions=captions, image=None if image is None else str(image)))
+        records.append(CaptionRecord(id=rid, captions=captions, image=None if image is None else str(image),
+                                     sources=sources))
     stats.kept = len(records)
     if not records:
         raise DataError(f"{path}: no usable records ({stats.summary()})")
@@ -171,11 +179,14 @@ def _resolve_fields(path: Path, rows: list[tuple[str, dict]], wanted) -> list[st
                     f"fields present: {sorted(present)}; set the caption fields explicitly")
 
 
-def _captions(row: dict, fields: list[str], where: str, stats: ReadStats) -> list[str] | None:
-    """The row's usable captions in field order: stripped, non-empty, distinct, clipped."""
+def _captions(row: dict, fields: list[str], where: str, stats: ReadStats) -> tuple[list[str], list[str]] | None:
+    """The row's usable captions in field order (stripped, non-empty, distinct, clipped),
+    and the source label of each."""
     captions: list[str] = []
+    sources: list[str] = []
     for name in fields:
-        for value in _as_list(row.get(name)):
+        values = row.get(name)
+        for position, value in enumerate(_as_list(values)):
             if isinstance(value, dict):  # Karpathy sentences: {"raw": ..., "tokens": [...]}
                 value = value.get("raw")
             if not isinstance(value, str):
@@ -193,7 +204,8 @@ def _captions(row: dict, fields: list[str], where: str, stats: ReadStats) -> lis
                     caption = caption[:MAX_CAPTION_CHARS]
                     stats.fix(f"clipped_to_{MAX_CAPTION_CHARS}_chars", where)
                 captions.append(caption)
-    return captions
+                sources.append(f"{name}.{position}" if isinstance(values, list) else name)
+    return captions, sources
 
 
 def _as_list(value: Any) -> list:
