@@ -23,12 +23,12 @@ from ..data.records import read_caption_records
 from ..data.text_pairs import read_text_pairs
 from ..eval.cra import cra_for_encoder
 from ..text import CaptionEncoder
-from .checkpoint import load_latest, restore_rng, save_checkpoint
 from .metrics_log import MetricsLog
 from .optim import build_adamw, build_schedule, decay_groups
 from .runtime import check_finite, make_accelerator, prepare_output, setup_logging
 from .stage1_config import Stage1Config
 from .stage1_objective import Stage1Objective
+from .training_state import restore_training_state, save_training_state
 
 log = logging.getLogger("llm2clip.stage1")
 
@@ -117,24 +117,9 @@ def train_stage1(cfg: Stage1Config, resume: bool = False) -> dict[str, Any]:
 
 
 def _resume(out: Path, encoder, optimizer, scheduler, metrics: MetricsLog) -> int:
-    state = load_latest(out / "checkpoints")
-    if state is None:
-        log.info("no usable checkpoint in %s: starting from step 0", out / "checkpoints")
-        return 0
-    params = dict(encoder.named_parameters())
-    missing = set(state["weights"]) ^ {n for n, p in params.items() if p.requires_grad}
-    if missing:
-        raise ValueError(f"checkpoint {state['path']} does not match the model: {sorted(missing)[:5]}")
-    with torch.no_grad():
-        for name, value in state["weights"].items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    restore_rng(state["rng"])
-    metrics.truncate_after(state["step"])
+    step, state = restore_training_state(out, encoder, optimizer, scheduler, [metrics])
     encoder.num_truncated = state.get("truncated_captions", 0)
-    log.info("resumed from %s (step %d)", state["path"], state["step"])
-    return int(state["step"])
+    return step
 
 
 def _train_loop(cfg, accelerator, model, encoder, optimizer, scheduler, schedule, metrics, out, start, steps):
@@ -180,9 +165,7 @@ def objective_of(model) -> Stage1Objective:
 
 
 def _save(out: Path, step: int, encoder, optimizer, scheduler, keep: int) -> None:
-    weights = {n: p for n, p in encoder.named_parameters() if p.requires_grad}
-    meta = {"scheduler": scheduler.state_dict(), "truncated_captions": encoder.num_truncated}
-    save_checkpoint(out / "checkpoints", step, weights, optimizer.state_dict(), meta, keep=keep)
+    save_training_state(out, step, encoder, optimizer, scheduler, keep, {"truncated_captions": encoder.num_truncated})
 
 
 def _finish(cfg: Stage1Config, encoder: CaptionEncoder, out: Path, metrics: MetricsLog, cra_before) -> dict:
