@@ -33,7 +33,7 @@ class DemoSize:
     stage1_batch: int
 
 
-FULL = DemoSize(n_train=1200, n_test=300, stage1_steps=24, stage1_batch=32)
+FULL = DemoSize(n_train=1200, n_test=300, stage1_steps=16, stage1_batch=32)
 FAST = DemoSize(n_train=64, n_test=48, stage1_steps=3, stage1_batch=8)
 
 
