@@ -1,7 +1,6 @@
 """`llm2clip eval cra` equals CRA computed by hand from the encoder's embeddings."""
 import json
 
-
 from llm2clip.cli import main as cli_main
 from llm2clip.text import CaptionEncoder
 
