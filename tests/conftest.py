@@ -25,3 +25,29 @@ def tiny_llama(tiny_llms):
 @pytest.fixture(params=["llama", "qwen2"])
 def tiny_llm(request, tiny_llms):
     return tiny_llms[request.param]
+
+
+def save_tiny_vision(directory, arch: str = "clip", seed: int = 0):
+    """A random 2-layer CLIP or SigLIP vision tower (hidden 32, 32x32 images) + processor."""
+    import torch
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, SiglipImageProcessor,
+                              SiglipVisionConfig, SiglipVisionModel)
+
+    size = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                image_size=32, patch_size=8)
+    torch.manual_seed(seed)
+    if arch == "clip":
+        model = CLIPVisionModel(CLIPVisionConfig(**size))
+        processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    else:
+        model = SiglipVisionModel(SiglipVisionConfig(**size))
+        processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_visions(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-vision")
+    return {arch: save_tiny_vision(root / arch, arch) for arch in ("clip", "siglip")}

@@ -1,0 +1,55 @@
+"""Opening training/eval images robustly: any mode becomes RGB, broken files a clear error.
+
+CMYK, greyscale, palette, 16-bit and transparent images are converted (transparency is
+composited on white, as a viewer shows it); EXIF orientation is applied. Corrupt,
+truncated, zero-byte and missing files, and decompression bombs, raise ImageError
+naming the file, which the stage-2 loader turns into a counted skip.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..data.errors import DataError
+
+MAX_PIXELS = 89_478_485  # PIL's own bomb threshold (~ 9459 x 9459)
+
+
+class ImageError(DataError):
+    """An image file that cannot be used; the message names it."""
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageError(f"{path}: empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > max_pixels:
+                    raise ImageError(f"{path}: {image.width}x{image.height} pixels exceeds the limit of {max_pixels}")
+                image.load()  # decode now: truncation shows up here, not later
+                return to_rgb(ImageOps.exif_transpose(image))
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit greyscale: rescale to 8 bits
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
