@@ -1,4 +1,4 @@
-"""`llm2clip` command line: stage1, eval, demo (stage2/embed follow the same pattern)."""
+"""`llm2clip` command line: stage1, embed, stage2, eval, demo."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
     p.set_defaults(run=_stage1)
 
+    p = sub.add_parser("stage2", help="post-train a CLIP vision tower + adaptor against the caption encoder")
+    p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/stage2/paper.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.mode=online_frozen (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
+    p.set_defaults(run=_stage2)
+
     p = sub.add_parser("eval", help="evaluate a model")
     eval_sub = p.add_subparsers(title="benchmarks")
     c = eval_sub.add_parser("cra", help="caption-to-caption retrieval accuracy (paper Table 1)")
@@ -75,6 +82,17 @@ def _stage1(args) -> int:
         raise ConfigError(f"{args.config}: data.train is required (a caption records file)")
     summary = train_stage1(cfg, resume=args.resume)
     if "encoder" in summary:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _stage2(args) -> int:
+    from .train.stage2 import train_stage2
+    from .train.stage2_config import Stage2Config
+
+    cfg = load_config(Stage2Config, args.config, args.overrides)
+    summary = train_stage2(cfg, resume=args.resume)
+    if "model" in summary:
         print(json.dumps(summary, indent=2))
     return 0
 

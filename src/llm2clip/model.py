@@ -61,7 +61,16 @@ class LLM2CLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
         bias = config.logit_bias_init
         self.logit_bias = nn.Parameter(torch.tensor(float(bias))) if bias is not None else None
-        self.caption_encoder = caption_encoder  # not a submodule: frozen, saved separately
+        self.set_caption_encoder(caption_encoder)
+
+    @property
+    def caption_encoder(self):
+        return self.__dict__["_caption_encoder"][0]
+
+    def set_caption_encoder(self, encoder) -> None:
+        """Attach the (frozen) caption encoder. Kept out of the module tree on purpose:
+        its weights are not LLM2CLIP's to save, train or move (it has its own folder)."""
+        self.__dict__["_caption_encoder"] = [encoder]
 
     # ----------------------------------------------------------------- encoding
     def encode_image(self, images) -> torch.Tensor:

@@ -1,0 +1,252 @@
+"""Stage 2: post-train a CLIP vision tower + adaptor against the stage-1 caption encoder.
+
+Modes (paper Table 11): `offline` reads caption embeddings from the store written by
+`llm2clip embed` and never loads the LLM; `online_frozen` runs the frozen LLM in the
+loop; `online_lora` also trains its LoRA weights. One code path for CPU, GPU and many
+processes: each rank takes its slice of a global batch planned from (seed, step), and the
+loss gathers all ranks' features, so 2 processes = 1 process on the global batch.
+Per-sample data faults (unreadable images, missing embeddings) are skipped, counted,
+and listed in `skipped-rank{r}.jsonl`.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import Counter
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .. import distributed as dist_utils
+from ..data.batch_plan import BatchPlan
+from ..data.caption_choice import CaptionChoice
+from ..data.image_text import ImageTextDataset, StepBatchSampler, collate_samples
+from ..data.records import read_caption_records
+from ..model import LLM2CLIP, LLM2CLIPConfig
+from .metrics_log import MetricsLog
+from .optim import build_adamw, build_schedule
+from .runtime import check_finite, make_accelerator, prepare_output, setup_logging
+from .stage2_config import Stage2Config
+from .stage2_objective import Stage2Objective
+from .training_state import restore_training_state, save_training_state
+
+log = logging.getLogger("llm2clip.stage2")
+
+
+def train_stage2(cfg: Stage2Config, resume: bool = False) -> dict[str, Any]:
+    cfg.validate()
+    accelerator = make_accelerator(cfg.train.precision, cfg.train.device)
+    main = accelerator.is_main_process
+    setup_logging(main)
+    out = prepare_output(cfg.train.output_dir, cfg, resume, main)
+    torch.manual_seed(cfg.train.seed)
+
+    encoder, store = load_text_side(cfg)
+    model = build_model(cfg, encoder, store)
+    objective = Stage2Objective(model, cfg.train.loss, encoder if cfg.train.mode != "offline" else None,
+                                train_encoder=cfg.train.mode == "online_lora")
+    dataset = build_dataset(cfg, model, store)
+    plan = BatchPlan(len(dataset), cfg.train.batch_size * accelerator.num_processes, cfg.train.seed)
+    steps = total_steps(cfg, plan)
+    optimizer = build_adamw(param_groups(cfg, model, encoder), cfg.train.lr_vision, cfg.train.weight_decay_vision)
+    scheduler = build_schedule(optimizer, cfg.train.schedule, cfg.train.warmup_steps, steps)
+    metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
+    skipped_log = MetricsLog(out / f"skipped-rank{accelerator.process_index}.jsonl")  # each rank its own
+
+    start = restore_training_state(out, objective, optimizer, scheduler, [metrics, skipped_log])[0] if resume else 0
+    prepared, optimizer = accelerator.prepare(objective, optimizer)
+    loader = DataLoader(dataset, collate_fn=collate_samples, num_workers=cfg.data.num_workers,
+                        batch_sampler=StepBatchSampler(plan, start * cfg.train.grad_accum, steps * cfg.train.grad_accum,
+                                                       accelerator.process_index, accelerator.num_processes))
+    skipped = _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loader, metrics,
+                          skipped_log, out, start, steps)
+    summary: dict[str, Any] = {"steps": steps, "output_dir": str(out), "skipped": dict(skipped)}
+    dist_utils.barrier()
+    if main:
+        summary["model"] = str(_finish(cfg, model, encoder, out))
+        _report_skips(out)
+    dist_utils.barrier()
+    accelerator.end_training()
+    return summary
+
+
+# ------------------------------------------------------------------ building
+def load_text_side(cfg: Stage2Config):
+    """(caption encoder or None, embedding store or None) for the configured mode."""
+    from ..text import CaptionEncoder
+
+    if cfg.train.mode == "offline":
+        try:
+            from ..embeddings import EmbeddingStore, expected_identity_of_folder
+        except ImportError:  # the store (`llm2clip embed`) is not built yet: say so plainly
+            raise ValueError("train.mode=offline needs the embedding store from `llm2clip embed`, which this "
+                             "version does not have yet; use train.mode=online_frozen (same numbers, slower)") from None
+
+        store = EmbeddingStore.open(cfg.data.embeddings,
+                                    expected_identity=expected_identity_of_folder(cfg.model.caption_encoder))
+        return None, store
+    encoder = CaptionEncoder.from_pretrained(cfg.model.caption_encoder, precision="fp32")
+    encoder.requires_grad_(False)
+    if cfg.train.mode == "online_lora":
+        if not encoder.has_lora:
+            raise ValueError(f"{cfg.model.caption_encoder}: online_lora needs a LoRA (adapter-format) stage-1 folder")
+        for name, param in encoder.named_parameters():
+            param.requires_grad_("lora_" in name)
+    else:
+        encoder.eval()
+    return encoder, None
+
+
+def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
+    m = cfg.model
+    config = LLM2CLIPConfig(vision=m.vision, text_dim=store.dim if store is not None else encoder.dim,
+                            embed_dim=m.embed_dim, adaptor=dict(m.adaptor), logit_scale_init=m.logit_scale_init,
+                            logit_bias_init=m.logit_bias_init if cfg.train.loss == "siglip" else None,
+                            max_logit_scale=m.max_logit_scale, caption_encoder=m.caption_encoder)
+    model = LLM2CLIP(config)
+    if m.gradient_checkpointing:
+        model.vision.gradient_checkpointing_enable()
+    return model
+
+
+def build_dataset(cfg: Stage2Config, model: LLM2CLIP, store) -> ImageTextDataset:
+    d = cfg.data
+    fields = list(dict.fromkeys(list(d.real_fields) + list(d.dense_fields)))
+    records, stats = read_caption_records(d.train, caption_fields=_present_fields(d.train, fields),
+                                          id_field=d.id_field, image_field=d.image_field)
+    log.info("stage-2 data: %s", stats.summary())
+    choice = CaptionChoice(tuple(d.real_fields), tuple(d.dense_fields), d.dense_ratio, cfg.train.seed)
+    root = d.image_root or str(Path(d.train).resolve().parent)
+    return ImageTextDataset(records, root, model.vision.preprocess, choice, store=store,
+                            with_text=cfg.train.mode != "offline")
+
+
+def _present_fields(path: str, fields: list[str]) -> list[str]:
+    """The configured fields the file has (real or dense may be absent); the reader
+    raises a clear error if none is."""
+    from ..data.records import iter_jsonl
+    from ..data.read_stats import ReadStats
+
+    if not str(path).endswith((".jsonl", ".jsonlines")):
+        return fields
+    seen: set[str] = set()
+    for _, row in iter_jsonl(Path(path), ReadStats(str(path))):
+        seen.update(row)
+    return [f for f in fields if f in seen] or fields
+
+
+def total_steps(cfg: Stage2Config, plan: BatchPlan) -> int:
+    if cfg.train.max_steps:
+        return int(cfg.train.max_steps)
+    steps = cfg.train.epochs * plan.steps_per_epoch // cfg.train.grad_accum
+    if steps < 1:
+        raise ValueError("the data is smaller than one optimiser step: lower batch_size or grad_accum")
+    return steps
+
+
+def param_groups(cfg: Stage2Config, model: LLM2CLIP, encoder) -> list[dict]:
+    """Tower layers with layer-wise lr decay; projection + adaptor; logit scale/bias; LoRA."""
+    t = cfg.train
+    groups: list[dict] = []
+    layers = model.vision.layer_groups()
+    for depth, params in enumerate(layers):
+        lr = t.lr_vision * t.layer_decay ** (len(layers) - 1 - depth)
+        groups += _decay_split(params, lr, t.weight_decay_vision)
+    head = list(model.projection.parameters()) + list(model.adaptor.parameters())
+    groups += _decay_split(head, t.lr_adaptor, t.weight_decay_adaptor)
+    scalars = [model.logit_scale] + ([model.logit_bias] if model.logit_bias is not None else [])
+    groups.append({"params": scalars, "lr": t.lr_logit_scale, "weight_decay": 0.0})
+    if encoder is not None and t.mode == "online_lora":
+        groups.append({"params": [p for p in encoder.parameters() if p.requires_grad], "lr": t.lr_llm,
+                       "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def _decay_split(params, lr: float, weight_decay: float) -> list[dict]:
+    params = [p for p in params if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0}]
+
+
+# ------------------------------------------------------------------ the loop
+def _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loader, metrics, skipped_log,
+                out, start, steps) -> Counter:
+    t = cfg.train
+    trainable = [p for p in objective.parameters() if p.requires_grad]
+    skipped: Counter = Counter()
+    prepared.train()
+    if objective.caption_encoder is not None and not objective.train_encoder:
+        objective.caption_encoder.eval()  # frozen: no dropout, same numbers as the store
+    batches = iter(loader)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="stage2", unit="step",
+               disable=not accelerator.is_main_process)
+    for step in bar:
+        began, total, samples = time.perf_counter(), 0.0, 0
+        for micro in range(t.grad_accum):
+            batch = next(batches)
+            for sample_id, reason in batch["skipped"]:
+                skipped[reason.split(":")[0]] += 1
+                skipped_log.write({"step": step + 1, "id": sample_id, "reason": reason})
+            inputs = _inputs(batch, objective, accelerator.device)
+            sync = nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(prepared)
+            with sync:
+                result = prepared(**inputs)
+                accelerator.backward(result["loss"] / t.grad_accum)
+            total += result["loss"].item() / t.grad_accum
+            samples += len(batch["ids"])
+        check_finite(total, step, out)
+        grad_norm = accelerator.clip_grad_norm_(trainable, t.grad_clip) if t.grad_clip > 0 else None
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        objective.model.clamp_logit_scale()
+        row = {"step": step + 1, "loss": total, "logit_scale": result["logit_scale"].item(),
+               "lr_factor": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"],
+               "grad_norm": float(grad_norm) if grad_norm is not None else None,
+               "samples_per_s": samples * accelerator.num_processes / (time.perf_counter() - began),
+               "skipped_so_far": sum(skipped.values())}
+        metrics.write(row)
+        bar.set_postfix(loss=f"{total:.4f}")
+        if (step + 1) % t.save_every == 0 or step + 1 == steps:
+            save_training_state(out, step + 1, objective, optimizer, scheduler, t.keep_checkpoints)
+    return skipped
+
+
+def _inputs(batch: dict, objective: Stage2Objective, device) -> dict:
+    if "pixels" not in batch:
+        raise ValueError("every sample of a micro-batch was skipped; see skipped-rank*.jsonl")
+    inputs: dict[str, Any] = {"pixels": batch["pixels"].to(device)}
+    if "text_embeddings" in batch:
+        inputs["text_embeddings"] = batch["text_embeddings"].to(device)
+    else:
+        tokens = objective.caption_encoder.tokenize(batch["texts"])
+        inputs["text_batch"] = {k: v.to(device) for k, v in tokens.items()}
+    return inputs
+
+
+def _finish(cfg: Stage2Config, model: LLM2CLIP, encoder, out: Path) -> Path:
+    """final/ = the model + its caption encoder: the tuned one (online_lora) or a copy
+    of the stage-1 folder, so from_pretrained(final) encodes both sides."""
+    final = out / "final"
+    model.eval()
+    model.save_pretrained(final, save_caption_encoder=False)
+    target = final / "caption_encoder"
+    if cfg.train.mode == "online_lora":
+        encoder.save_pretrained(target)
+    elif Path(cfg.model.caption_encoder).is_dir():
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(cfg.model.caption_encoder, target)
+    return final
+
+
+def _report_skips(out: Path) -> None:
+    rows = [row for path in sorted(out.glob("skipped-rank*.jsonl")) for row in MetricsLog(path).read()]
+    if rows:
+        reasons = Counter(r["reason"].split(":")[0] for r in rows)
+        log.warning("skipped %d samples (%s); listed in %s", len(rows), dict(reasons), out / "skipped-rank*.jsonl")

@@ -1,0 +1,76 @@
+"""Stage 2 on tiny models: it learns, skips bad samples, and saves a working model."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from llm2clip.config import load_config
+from llm2clip.eval.retrieval import retrieval_metrics
+from llm2clip.model import LLM2CLIP
+from llm2clip.text import CaptionEncoder
+from llm2clip.train.stage2 import train_stage2
+from llm2clip.train.stage2_config import Stage2Config
+
+REPO = Path(__file__).resolve().parents[1]
+COLORS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (240, 230, 40),
+          "black": (10, 10, 10), "white": (250, 250, 250), "purple": (140, 40, 170), "orange": (250, 140, 20)}
+SHAPES = ["left", "right"]
+
+
+def write_dataset(root: Path) -> tuple[Path, list[dict]]:
+    """16 images: a colour filling the left or right half; captions say which."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for name, rgb in COLORS.items():
+        for side in SHAPES:
+            image = Image.new("RGB", (32, 32), (128, 128, 128))
+            image.paste(rgb, (0, 0, 16, 32) if side == "left" else (16, 0, 32, 32))
+            sample_id = f"{name}-{side}"
+            image.save(root / "images" / f"{sample_id}.png")
+            rows.append({"id": sample_id, "image": f"images/{sample_id}.png", "raw_caption": f"{name} on the {side}",
+                         "longSV": f"a picture whose {side} half is {name} and the rest is grey"})
+    (root / "images" / "broken.png").write_bytes(b"not a png")
+    bad = [{"id": "broken", "image": "images/broken.png", "raw_caption": "broken"},
+           {"id": "escape", "image": "../outside.png", "raw_caption": "escape"}]
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows + bad))
+    return data, rows
+
+
+@pytest.fixture(scope="module")
+def stage1_folder(tiny_llama, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stage1") / "final"
+    CaptionEncoder.from_pretrained(tiny_llama, lora={"r": 4, "alpha": 8, "dropout": 0.0}).save_pretrained(folder)
+    return str(folder)
+
+
+def config(tmp_path, tiny_visions, stage1_folder, **train) -> Stage2Config:
+    data, _ = write_dataset(tmp_path / "data")
+    overrides = [f"model.vision={tiny_visions['clip']}", f"model.caption_encoder={stage1_folder}",
+                 f"data.train={data}", f"train.output_dir={tmp_path / 'run'}"]
+    overrides += [f"train.{k}={v}" for k, v in train.items()]
+    return load_config(Stage2Config, REPO / "configs/stage2/tiny.yaml", overrides)
+
+
+def t2i_r1(model: LLM2CLIP, rows: list[dict], root: Path) -> float:
+    with torch.no_grad():
+        images = model.encode_image([Image.open(root / r["image"]).convert("RGB") for r in rows])
+        texts = model.encode_text([r["raw_caption"] for r in rows])
+    return retrieval_metrics(images, texts, list(range(len(rows))), ks=(1,))["t2i_R@1"]
+
+
+def test_online_frozen_training_learns_and_skips_bad_samples(tmp_path, tiny_visions, stage1_folder):
+    cfg = config(tmp_path, tiny_visions, stage1_folder, mode="online_frozen", max_steps=40, batch_size=9)
+    summary = train_stage2(cfg)
+    run = Path(cfg.train.output_dir)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows]
+    assert len(losses) == 40 and sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses
+    assert set(summary["skipped"]) == {"ImageError", "DataError"} and sum(summary["skipped"].values()) >= 2
+
+    model = LLM2CLIP.from_pretrained(summary["model"]).eval()
+    _, data_rows = write_dataset(tmp_path / "again")
+    assert t2i_r1(model, data_rows, tmp_path / "again") >= 50  # chance: 1/16
+    assert (Path(summary["model"]) / "caption_encoder" / "caption_encoder.json").is_file()
