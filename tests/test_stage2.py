@@ -74,3 +74,41 @@ def test_online_frozen_training_learns_and_skips_bad_samples(tmp_path, tiny_visi
     _, data_rows = write_dataset(tmp_path / "again")
     assert t2i_r1(model, data_rows, tmp_path / "again") >= 50  # chance: 1/16
     assert (Path(summary["model"]) / "caption_encoder" / "caption_encoder.json").is_file()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_visions, stage1_folder, monkeypatch):
+    from safetensors.torch import load_file
+
+    from llm2clip.train import stage2 as stage2_mod
+    from llm2clip.train.checkpoint import list_checkpoints
+
+    straight = config(tmp_path / "a", tiny_visions, stage1_folder, mode="online_frozen", max_steps=6, save_every=2)
+    crashed = config(tmp_path / "b", tiny_visions, stage1_folder, mode="online_frozen", max_steps=6, save_every=2)
+    train_stage2(straight)
+    real_check = stage2_mod.check_finite
+
+    def crash_at_step_5(value, step, out):
+        if step == 4:
+            raise Killed()
+        real_check(value, step, out)
+
+    monkeypatch.setattr(stage2_mod, "check_finite", crash_at_step_5)
+    with pytest.raises(Killed):
+        train_stage2(crashed)
+    monkeypatch.setattr(stage2_mod, "check_finite", real_check)
+    train_stage2(crashed, resume=True)
+
+    def final(cfg):
+        run = Path(cfg.train.output_dir)
+        losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return load_file(str(list_checkpoints(run / "checkpoints")[-1] / "weights.safetensors")), losses
+
+    (a, loss_a), (b, loss_b) = final(straight), final(crashed)
+    assert a.keys() == b.keys() and len(loss_b) == 6
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0)
+    assert loss_b == pytest.approx(loss_a, abs=1e-6)
