@@ -3,40 +3,87 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llm2clip.adaptor import MLPAdaptor, build_adaptor, mlp_adaptor_param_count
+from llm2clip.adaptor import (Adaptor, MLPAdaptor, TransformerAdaptor, adaptor_param_count, build_adaptor,
+                              mlp_adaptor_param_count)
+
+KINDS = {"mlp": {"num_blocks": 2}, "transformer": {"num_blocks": 2, "num_latents": 6, "num_heads": 4}}
 
 
-@pytest.mark.parametrize("blocks", [0, 1, 2, 3, 4])
-def test_shapes_and_parameter_count_match_the_formula(blocks):
-    adaptor = build_adaptor("mlp", 48, 32, num_blocks=blocks)
+@pytest.mark.parametrize("blocks", [0, 1, 2, 3, 4, 6])
+@pytest.mark.parametrize("expansion", [1, 2, 4])
+def test_shapes_and_parameter_count_match_the_formula(blocks, expansion):
+    adaptor = build_adaptor("mlp", 48, 32, num_blocks=blocks, expansion=expansion)
     assert adaptor(torch.randn(5, 48)).shape == (5, 32)
-    assert sum(p.numel() for p in adaptor.parameters()) == mlp_adaptor_param_count(48, 32, blocks)
+    assert sum(p.numel() for p in adaptor.parameters()) == adaptor_param_count(48, 32, blocks, expansion)
 
 
-def test_count_formula_by_hand_for_one_block():
+def test_count_formula_by_hand_and_the_papers_67m():
     d, e, out = 10, 2, 3
     by_hand = (2 * d) + (d * e * d + e * d) + (e * d * d + d) + (2 * d) + (d * out + out)
-    assert mlp_adaptor_param_count(d, out, num_blocks=1, expansion=e) == by_hand == 503
+    assert adaptor_param_count(d, out, num_blocks=1, expansion=e) == by_hand == 503
+    # Table 8: four blocks on Llama-3.2-1B (d = 2048) have 67.1M parameters
+    blocks_only = adaptor_param_count(2048, 1, 4, 2) - adaptor_param_count(2048, 1, 0, 2)
+    assert round(blocks_only / 1e6, 1) == 67.1
+    assert mlp_adaptor_param_count is adaptor_param_count and Adaptor is MLPAdaptor
 
 
-def test_input_scale_does_not_matter_and_zero_blocks_is_norm_plus_linear():
+def test_defaults_are_the_papers():
+    adaptor = Adaptor(16, 8)
+    assert len(adaptor.blocks) == 4 and adaptor.blocks[0].up.out_features == 32
+
+
+def test_zero_blocks_is_layernorm_plus_linear_on_the_normalised_input():
     torch.manual_seed(0)
     adaptor = MLPAdaptor(16, 8, num_blocks=0)
+    with torch.no_grad():  # non-trivial LayerNorm affine, so the check is not vacuous
+        adaptor.norm.weight.uniform_(0.5, 1.5)
+        adaptor.norm.bias.uniform_(-0.1, 0.1)
     x = torch.randn(4, 16)
-    torch.testing.assert_close(adaptor(x), adaptor(7.5 * x))
     reference = adaptor.out(F.layer_norm(F.normalize(x, dim=-1), (16,), adaptor.norm.weight, adaptor.norm.bias))
     torch.testing.assert_close(adaptor(x), reference)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_input_scale_does_not_matter_and_rows_are_independent(kind):
+    torch.manual_seed(0)
+    adaptor = build_adaptor(kind, 32, 16, **KINDS[kind]).eval()
+    x = torch.randn(5, 32)
+    out = adaptor(x)
+    assert out.shape == (5, 16) and torch.isfinite(out).all()
+    torch.testing.assert_close(adaptor(7.5 * x), out)
+    torch.testing.assert_close(adaptor(x[2:3]), out[2:3])  # no mixing across the batch
+    assert not torch.allclose(out.norm(dim=-1), torch.ones(5))  # the model normalises, not the adaptor
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
 def test_gradients_reach_every_parameter(kind):
-    adaptor = build_adaptor(kind, 32, 16, num_blocks=2)
+    torch.manual_seed(0)
+    adaptor = build_adaptor(kind, 32, 16, **KINDS[kind])
     adaptor(torch.randn(3, 32)).square().sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adaptor.parameters())
 
 
-def test_bad_kind_and_options_are_clear():
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_half_precision_inputs_with_large_values_stay_finite(kind):
+    adaptor = build_adaptor(kind, 4096, 8, **{**KINDS[kind], "num_blocks": 0})
+    x = torch.full((2, 4096), 300.0, dtype=torch.float16)  # sum of squares overflows fp16
+    assert torch.isfinite(adaptor(x)).all()
+    assert adaptor.to(torch.bfloat16)(x).dtype == torch.bfloat16
+
+
+def test_transformer_block_structure():
+    adaptor = TransformerAdaptor(32, 16, num_blocks=3, num_latents=5, num_heads=4)
+    assert len(adaptor.blocks) == 3 and adaptor.blocks[0].attn.latents.shape == (5, 32)
+
+
+def test_bad_kind_options_and_sizes_are_clear():
     with pytest.raises(ValueError, match="one of"):
         build_adaptor("conv", 8, 8)
     with pytest.raises(ValueError, match="bad options for the mlp adaptor"):
         build_adaptor("mlp", 8, 8, heads=3)
+    with pytest.raises(ValueError, match="num_blocks must be >= 0"):
+        build_adaptor("mlp", 8, 8, num_blocks=-1)
+    with pytest.raises(ValueError, match="positive integers"):
+        build_adaptor("mlp", 8, 0)
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        build_adaptor("transformer", 30, 8, num_heads=4)

@@ -1,14 +1,38 @@
-"""Vision towers: HF CLIP/SigLIP (any checkpoint); timm EVA02 behind the `timm` extra."""
+"""Vision towers: HF CLIP/SigLIP (any checkpoint), the embedded EfficientNet-Lite0, and
+timm towers such as EVA02 behind the `timm` extra. `load_vision_tower` picks the kind."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+from .efficientnet_tower import EfficientNetLite0Tower, imagenet_classifier
 from .hf_tower import HFVisionTower
+from .image_loading import ImageError, load_image
+from .timm_tower import TimmVisionTower
+from .towers import ImageTransform, VisionTower, read_tower_config
+
+EMBEDDED = {"efficientnet-lite0": EfficientNetLite0Tower}
+_SAVED_KINDS = {"efficientnet-lite0": EfficientNetLite0Tower, "timm": TimmVisionTower}
 
 
-def load_vision_tower(source: str | os.PathLike):
-    """A tower by HF id or folder (CLIP or SigLIP vision model, or a full CLIP/SigLIP model)."""
+def load_vision_tower(source: str | os.PathLike) -> VisionTower:
+    """A tower from, in this order of precedence:
+    - a folder saved by a non-HF tower (it has `vision_tower.json`);
+    - an embedded short name: "efficientnet-lite0";
+    - "timm:<model name>" (needs the `timm` extra);
+    - an HF id or folder of a CLIP/SigLIP vision model or full CLIP/SigLIP model."""
+    config = read_tower_config(source) if Path(source).is_dir() else None
+    if config is not None:
+        if config["kind"] not in _SAVED_KINDS:
+            raise ValueError(f"{source}: unknown vision tower kind {config['kind']!r}; known: {sorted(_SAVED_KINDS)}")
+        return _SAVED_KINDS[config["kind"]].from_pretrained(source)
+    name = str(source)
+    if name in EMBEDDED:
+        return EMBEDDED[name].from_pretrained(name)
+    if name.startswith("timm:"):
+        return TimmVisionTower.from_pretrained(name)
     return HFVisionTower.from_pretrained(source)
 
 
-__all__ = ["HFVisionTower", "load_vision_tower"]
+__all__ = ["VisionTower", "HFVisionTower", "EfficientNetLite0Tower", "TimmVisionTower", "ImageTransform",
+           "ImageError", "load_image", "load_vision_tower", "imagenet_classifier"]

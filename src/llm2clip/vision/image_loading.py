@@ -23,11 +23,14 @@ class ImageError(DataError):
 
 
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The image at `path` as a decoded RGB PIL image, upright per its EXIF orientation."""
     try:
         if os.path.getsize(path) == 0:
             raise ImageError(f"{path}: empty file")
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # PIL only warns between its limit and twice it; below our limit, an error
+            bomb = "error" if max_pixels <= (Image.MAX_IMAGE_PIXELS or max_pixels) else "ignore"
+            warnings.simplefilter(bomb, Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 if image.width * image.height > max_pixels:
                     raise ImageError(f"{path}: {image.width}x{image.height} pixels exceeds the limit of {max_pixels}")
@@ -37,7 +40,11 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
         raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: decompression bomb, exceeds the limit ({err})") from None
+    except Image.DecompressionBombWarning as err:
+        raise ImageError(f"{path}: decompression bomb, exceeds the limit of {max_pixels} ({err})") from None
+    except Exception as err:  # noqa: BLE001 - PIL's decoders raise many types on corrupt data
         raise ImageError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
 
 
