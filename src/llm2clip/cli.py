@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
     p.set_defaults(run=_stage1)
 
+    from .embeddings.cli import add_embed_parser
+
+    add_embed_parser(sub)
+
     p = sub.add_parser("stage2", help="post-train a CLIP vision tower + adaptor against the caption encoder")
     p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/stage2/paper.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -226,6 +226,25 @@ class CaptionEncoder(nn.Module):
     def identity(self) -> dict[str, Any]:
         return self.settings.identity()
 
+    def weights_fingerprint(self) -> str:
+        """sha256 hex digest of the weights that make this encoder differ from its base
+        model, plus `identity()`: with LoRA, the adapter tensors exactly as peft saves them
+        (cheap); without, every tensor of the transformer (one pass over the weights).
+
+        Two stage-1 runs from the same base therefore get different fingerprints, and a
+        saved folder's fingerprint can be computed from its files without loading the LLM
+        (`llm2clip.embeddings.expected_identity_of_folder`).
+        """
+        from ..embeddings.identity import fingerprint_tensors
+
+        if self.has_lora:
+            from peft import get_peft_model_state_dict
+
+            tensors = get_peft_model_state_dict(self.model)  # the names adapter_model.safetensors uses
+        else:
+            tensors = self.base_model.state_dict()  # the names a full save uses
+        return fingerprint_tensors(self.identity(), tensors)
+
 
 # -------------------------------------------------------------------- helpers
 def _read_saved_settings(path: str) -> dict[str, Any] | None:

@@ -47,6 +47,7 @@ def train_stage2(cfg: Stage2Config, resume: bool = False) -> dict[str, Any]:
     torch.manual_seed(cfg.train.seed)
 
     encoder, store = load_text_side(cfg)
+    torch.manual_seed(cfg.train.seed)  # loading the encoder may draw random numbers: offline = online init
     model = build_model(cfg, encoder, store)
     objective = Stage2Objective(model, cfg.train.loss, encoder if cfg.train.mode != "offline" else None,
                                 train_encoder=cfg.train.mode == "online_lora")

@@ -1,0 +1,261 @@
+"""The offline caption-embedding store: exact round trip, resume, ranks, refusals, batching.
+
+Truth is always computed independently of the store: `CaptionEncoder.encode` on the raw
+captions, an uninterrupted single-process run's bytes, or hand-made lengths.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llm2clip.data.records import CaptionRecord, read_caption_records
+from llm2clip.embeddings import (EmbeddingStore, IncompleteStoreError, StoreMismatchError,
+                                 expected_identity_of_folder, padding_fraction, plan_length_batches,
+                                 store_identity, write_embedding_store)
+from llm2clip.embeddings import writer as writer_mod
+from llm2clip.embeddings.quantize import int8_error_bound
+from llm2clip.text import CaptionEncoder
+
+WORDS = "a photo of the cat sitting on red sofa next to window two dogs run across green field".split()
+SHARD = 4  # 35 captions -> 9 shards, the last one short
+N_CAPTIONS, N_SHARDS = 35, 9
+BATCH = 3
+
+
+def make_records(n: int = 12) -> list[CaptionRecord]:
+    """Short and long captions under scalar fields and a list-valued field (`caption.i`)."""
+    records = []
+    for i in range(n):
+        words = [WORDS[(i * 7 + j) % len(WORDS)] for j in range(3 + (i * 5) % 17)]
+        captions = [" ".join(words), f"{WORDS[i % len(WORDS)]} number {i}"]
+        sources = ["raw_caption", "shortSV"]
+        if i % 2 == 0:
+            captions += [" ".join(reversed(words)) + " seen from above", "one more caption"]
+            sources += ["caption.0", "caption.1"]
+        records.append(CaptionRecord(id=f"img{i:03d}", captions=captions, sources=sources))
+    return records[:-1] + [replace(records[-1], captions=records[-1].captions[:1], sources=["raw_caption"])]
+
+
+def flat(records):
+    """(ids, fields, captions) of every caption, in record order."""
+    keys = [(r.id, s, c) for r in records for s, c in r.caption_by_source().items()]
+    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+
+
+def folder_bytes(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_llama):
+    return CaptionEncoder.from_pretrained(tiny_llama, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def records():
+    return make_records()
+
+
+@pytest.fixture(scope="module")
+def reference(encoder, records, tmp_path_factory):
+    """An uninterrupted single-process fp16 store: what resume and ranks must reproduce."""
+    out = tmp_path_factory.mktemp("reference") / "store"
+    write_embedding_store(encoder, records, out, dtype="fp16", shard_size=SHARD, batch_size=BATCH)
+    return out
+
+
+# ------------------------------------------------------------------ round trip
+def test_fp32_store_equals_encode(encoder, records, tmp_path):
+    ids, fields, captions = flat(records)
+    out = write_embedding_store(encoder, records, tmp_path / "s", dtype="fp32", shard_size=1000, batch_size=BATCH)
+    store = EmbeddingStore.open(out, expected_identity=store_identity(encoder), records=records)
+    got = store.get_many(ids, fields)
+    # one shard: the writer batches exactly like encode (sorted by length), so bit-exact ...
+    np.testing.assert_array_equal(got, encoder.encode(captions, batch_size=BATCH).numpy())
+    # ... and, against one caption at a time (no padding at all), equal to float tolerance
+    np.testing.assert_allclose(got, encoder.encode(captions, batch_size=1).numpy(), atol=1e-5, rtol=0)
+    assert len(store) == len(captions) == N_CAPTIONS and store.dim == encoder.dim
+    assert store.ids == [r.id for r in records]
+    assert store.fields == ["raw_caption", "shortSV", "caption.0", "caption.1"]
+    np.testing.assert_array_equal(store.get("img004", "caption.1"), got[ids.index("img004") + 3])
+    assert store.get("img011").shape == (encoder.dim,)  # a sample with a single field
+    with pytest.raises(KeyError, match="img001"):
+        store.get("img001", "caption.0")  # odd records have no list-valued field
+
+
+@pytest.mark.parametrize("dtype, atol", [("fp16", 1e-3), ("bf16", 8e-3), ("int8", None)])
+def test_reduced_precision_round_trip(encoder, records, tmp_path, dtype, atol):
+    ids, fields, captions = flat(records)
+    truth = encoder.encode(captions, batch_size=1).numpy()
+    out = write_embedding_store(encoder, records, tmp_path / dtype, dtype=dtype, shard_size=SHARD, batch_size=BATCH)
+    got = EmbeddingStore.open(out).get_many(ids, fields)
+    assert got.dtype == np.float32
+    error = np.abs(got - truth)
+    if dtype == "int8":  # half a quantisation step per row, plus float noise
+        assert (error <= int8_error_bound(truth)[:, None] + 1e-6).all()
+    else:
+        assert error.max() <= atol
+    assert error.max() > 0  # really stored in reduced precision
+
+
+def test_storage_sizes_and_plain_safetensors(encoder, records, tmp_path, reference):
+    from safetensors import safe_open
+
+    out = write_embedding_store(encoder, records, tmp_path / "fp32", dtype="fp32", shard_size=SHARD, batch_size=BATCH)
+    sizes = {}
+    for name, folder in (("fp32", out), ("fp16", reference)):
+        with safe_open(str(folder / "shard-00000.safetensors"), framework="pt") as handle:
+            sizes[name] = handle.get_tensor("embeddings").nbytes
+            first = handle.get_tensor("embeddings")[0].float().numpy()
+        np.testing.assert_array_equal(first, EmbeddingStore.open(folder).get("img000", "raw_caption"))
+    assert sizes["fp16"] * 2 == sizes["fp32"] == SHARD * encoder.dim * 4
+    total = {n: sum(p.stat().st_size for p in f.glob("shard-*")) for n, f in (("fp32", out), ("fp16", reference))}
+    assert total["fp16"] < 0.85 * total["fp32"]  # hashes and ids are the same in both; D=32 is tiny
+
+
+# ------------------------------------------------------------------ resume and ranks
+def test_resume_after_a_kill_equals_an_uninterrupted_run(encoder, records, tmp_path, reference, monkeypatch):
+    real_write = writer_mod.write_shard
+    written = []
+
+    def write_then_die(path, tensors, meta):
+        if len(written) == 2:
+            raise KeyboardInterrupt("killed")
+        real_write(path, tensors, meta)
+        written.append(path.name)
+
+    out = tmp_path / "store"
+    monkeypatch.setattr(writer_mod, "write_shard", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        write_embedding_store(encoder, records, out, dtype="fp16", shard_size=SHARD, batch_size=BATCH)
+    assert written == ["shard-00000.safetensors", "shard-00001.safetensors"]
+    with pytest.raises(IncompleteStoreError, match="shard-00002.*resume"):
+        EmbeddingStore.open(out)
+    (out / "shard-00002.safetensors.tmp").write_bytes(b"half a shard")  # the write the kill interrupted
+    damaged = bytearray((out / "shard-00001.safetensors").read_bytes())
+    damaged[-1] ^= 0xFF  # a finished shard whose bytes rotted: its hash no longer matches
+    (out / "shard-00001.safetensors").write_bytes(bytes(damaged))
+
+    written.clear()
+    monkeypatch.setattr(writer_mod, "write_shard", lambda *a: (real_write(*a), written.append(a[0].name)))
+    write_embedding_store(encoder, records, out, dtype="fp16", shard_size=SHARD, batch_size=BATCH)
+    assert "shard-00000.safetensors" not in written and "shard-00001.safetensors" in written
+    assert len(written) == N_SHARDS - 1  # only shard 0 was kept
+    assert folder_bytes(out) == folder_bytes(reference)  # no temp file left, every byte the same
+    store = EmbeddingStore.open(out, records=records, verify_data=True)
+    assert len(set(store.keys())) == len(store) == N_CAPTIONS
+
+    written.clear()  # a finished store is not touched again
+    write_embedding_store(encoder, records, out, dtype="fp16", shard_size=SHARD, batch_size=BATCH)
+    assert written == []
+
+
+def test_two_ranks_equal_one_process(encoder, records, tmp_path, reference):
+    out = tmp_path / "store"
+    write_embedding_store(encoder, records, out, dtype="fp16", shard_size=SHARD, batch_size=BATCH,
+                          rank=0, world_size=2)
+    assert sorted(p.name for p in out.glob("shard-*")) == [f"shard-{k:05d}.safetensors" for k in (0, 2, 4, 6, 8)]
+    with pytest.raises(IncompleteStoreError, match="4 of 9 shard"):
+        EmbeddingStore.open(out)  # no manifest until every rank has finished
+    write_embedding_store(encoder, records, out, dtype="fp16", shard_size=SHARD, batch_size=BATCH,
+                          rank=1, world_size=2)
+    assert folder_bytes(out) == folder_bytes(reference)
+
+
+@pytest.mark.distributed
+def test_torchrun_two_processes_equal_one_process(tiny_llama, records, tmp_path):
+    data = tmp_path / "captions.jsonl"
+    with data.open("w", encoding="utf-8") as handle:
+        for r in records:  # the scalar fields only: a list field round-trips as caption.i anyway
+            scalar = {s: c for s, c in zip(r.sources, r.captions) if "." not in s}
+            handle.write(json.dumps({"id": r.id, **scalar}) + "\n")
+    script = tmp_path / "embed_main.py"  # `llm2clip embed` as the CLI will run it
+    script.write_text("import argparse, sys\nfrom llm2clip.embeddings.cli import add_embed_parser\n"
+                      "p = argparse.ArgumentParser(); add_embed_parser(p.add_subparsers())\n"
+                      "a = p.parse_args(sys.argv[1:]); sys.exit(a.run(a))\n")
+    args = ["embed", "--model", tiny_llama, "--data", str(data), "--out", str(tmp_path / "two"),
+            "--fields", "raw_caption", "shortSV", "--shard-size", str(SHARD), "--batch-size", str(BATCH),
+            "--precision", "fp32", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    done = subprocess.run(launcher + args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    file_records, _ = read_caption_records(data, caption_fields=["raw_caption", "shortSV"])
+    store = EmbeddingStore.open(tmp_path / "two", expected_identity=expected_identity_of_folder(tiny_llama),
+                                records=file_records)
+    one = write_embedding_store(CaptionEncoder.from_pretrained(tiny_llama, precision="fp32"), file_records,
+                                tmp_path / "one", dtype="fp16", shard_size=SHARD, batch_size=BATCH)
+    assert (one / "plan.json").read_bytes() == (tmp_path / "two" / "plan.json").read_bytes()
+    ids, fields, _ = flat(file_records)
+    # other processes may use other CPU kernels (thread counts): equal to fp16 rounding
+    np.testing.assert_allclose(store.get_many(ids, fields), EmbeddingStore.open(one).get_many(ids, fields),
+                               atol=1e-3, rtol=0)
+
+
+# ------------------------------------------------------------------ refusals
+def test_another_encoder_is_refused(tiny_llama, encoder, reference, records, tmp_path):
+    assert expected_identity_of_folder(tiny_llama) == EmbeddingStore.open(reference).identity
+    other = CaptionEncoder.from_pretrained(tiny_llama, pooling="last")
+    with pytest.raises(StoreMismatchError, match="pooling: store has 'mean', expected 'last'"):
+        EmbeddingStore.open(reference, expected_identity=store_identity(other))
+    # the writer will not mix two encoders' embeddings in one folder either
+    out = tmp_path / "store"
+    shutil.copytree(reference, out)
+    with pytest.raises(StoreMismatchError, match="pooling"):
+        write_embedding_store(other, records, out, dtype="fp16", shard_size=SHARD)
+
+
+def test_weights_fingerprint_tells_stage1_runs_apart_and_matches_saved_folders(tiny_llama, tmp_path):
+    import torch
+
+    runs = []
+    for seed in (0, 1):  # two "stage-1 runs" from the same base: different LoRA weights
+        torch.manual_seed(seed)
+        runs.append(CaptionEncoder.from_pretrained(tiny_llama, lora=dict(r=2, alpha=4, dropout=0.0)))
+    assert runs[0].identity() == runs[1].identity()
+    assert runs[0].weights_fingerprint() != runs[1].weights_fingerprint()
+    runs[0].save_pretrained(tmp_path / "adapter")
+    runs[0].save_pretrained(tmp_path / "full", merge=True)
+    for name in ("adapter", "full"):  # read from the files == computed on the loaded model
+        loaded = CaptionEncoder.from_pretrained(tmp_path / name)
+        assert expected_identity_of_folder(str(tmp_path / name)) == store_identity(loaded)
+    assert store_identity(CaptionEncoder.from_pretrained(tmp_path / "adapter")) == store_identity(runs[0])
+
+
+def test_changed_caption_and_missing_id_are_refused(reference, records):
+    changed = list(records)
+    changed[3] = replace(records[3], captions=[records[3].captions[0] + " (edited)", records[3].captions[1]])
+    with pytest.raises(StoreMismatchError, match="'img003' field 'raw_caption': the caption text differs"):
+        EmbeddingStore.open(reference, records=changed)
+    extra = records + [CaptionRecord(id="img999", captions=["a new image"], sources=["raw_caption"])]
+    with pytest.raises(StoreMismatchError, match="'img999' is not in the store"):
+        EmbeddingStore.open(reference, records=extra)
+    # restricted to fields the store has, the unchanged records pass
+    EmbeddingStore.open(reference, records=records, field_names=["raw_caption", "caption"])
+
+
+def test_missing_shard_is_refused(reference, tmp_path):
+    out = tmp_path / "store"
+    shutil.copytree(reference, out)
+    (out / "shard-00005.safetensors").unlink()
+    with pytest.raises(IncompleteStoreError, match="shard-00005.safetensors.*missing.*resume"):
+        EmbeddingStore.open(out)
+
+
+# ------------------------------------------------------------------ batching
+def test_length_grouped_batches_pad_far_less_than_input_order():
+    rng = np.random.default_rng(0)
+    lengths = [int(x) for x in np.where(rng.random(200) < 0.5, rng.integers(4, 12, 200), rng.integers(80, 120, 200))]
+    grouped = plan_length_batches(lengths, 16)
+    assert sorted(i for batch in grouped for i in batch) == list(range(200))  # each caption exactly once
+    assert all(len(batch) <= 16 for batch in grouped)
+    in_order = [list(range(s, min(s + 16, 200))) for s in range(0, 200, 16)]
+    assert padding_fraction(lengths, in_order) > 0.4
+    assert padding_fraction(lengths, grouped) < 0.1
+    assert padding_fraction(lengths, grouped) < padding_fraction(lengths, in_order) / 5
