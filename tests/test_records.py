@@ -109,3 +109,13 @@ def test_text_pairs(tmp_path):
     assert stats.skipped == {"missing_query_or_positive": 1, "bad_json": 1}
     with pytest.raises(DataError, match="JSONL"):
         read_text_pairs(tmp_path / "p.csv")
+
+
+def test_optional_fields_drop_absent_ones_but_need_one(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "raw_caption": "x"}])
+    records, _ = read_caption_records(path, ["raw_caption", "longSV"], require_all_fields=False)
+    assert records[0].sources == ["raw_caption"]
+    with pytest.raises(DataError, match=r"no row has caption field\(s\) \['longSV'\]"):
+        read_caption_records(path, ["raw_caption", "longSV"])
+    with pytest.raises(DataError, match="no row has caption field"):
+        read_caption_records(path, ["shortSV", "longSV"], require_all_fields=False)

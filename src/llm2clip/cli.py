@@ -37,23 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm2clip", description=__doc__)
     sub = parser.add_subparsers(title="commands")
 
-    p = sub.add_parser("stage1", help="fine-tune an LLM into a caption embedding model")
-    p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/stage1/paper.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.lr=1e-4 (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
-    p.set_defaults(run=_stage1)
+    _add_training_command(sub, "stage1", "fine-tune an LLM into a caption embedding model", "train.lr=1e-4", _stage1)
 
     from .embeddings.cli import add_embed_parser
 
     add_embed_parser(sub)
 
-    p = sub.add_parser("stage2", help="post-train a CLIP vision tower + adaptor against the caption encoder")
-    p.add_argument("--config", required=True, help="YAML recipe, e.g. configs/stage2/paper.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.mode=online_frozen (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
-    p.set_defaults(run=_stage2)
+    _add_training_command(sub, "stage2", "post-train a CLIP vision tower + adaptor against the caption encoder",
+                          "train.mode=online_frozen", _stage2)
 
     p = sub.add_parser("eval", help="evaluate a model")
     eval_sub = p.add_subparsers(title="benchmarks")
@@ -75,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="a ~2-minute smoke version")
     p.set_defaults(run=_demo)
     return parser
+
+
+def _add_training_command(sub, name: str, help_text: str, example: str, run) -> None:
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--config", required=True, help=f"YAML recipe, e.g. configs/{name}/paper.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config key, e.g. --set {example} (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
+    p.set_defaults(run=run)
 
 
 def _stage1(args) -> int:

@@ -53,19 +53,22 @@ def read_caption_records(
     id_field: str = "id",
     image_field: str = "image",
     min_captions: int = 1,
+    require_all_fields: bool = True,
 ) -> tuple[list[CaptionRecord], ReadStats]:
     """All usable records of `path`, in file order, and what was skipped.
 
     `caption_fields` lists the fields whose captions form a record, in order (captions 1
     and 2 of a record are the CRA pair). Default: the DreamLIP fields present, else the
-    first generic field (`captions`, `caption`, `sentences`, `text`) present.
+    first generic field (`captions`, `caption`, `sentences`, `text`) present. With
+    `require_all_fields=False`, configured fields that no row has are dropped (stage 2's
+    real/dense lists name alternatives); at least one must exist.
     """
     path = Path(path)
     stats = ReadStats(str(path))
     rows = list(_rows(path, stats))
     if not rows:
         raise DataError(f"{path}: no usable records ({stats.summary()})" if stats.rows else f"{path}: no rows")
-    fields = _resolve_fields(path, rows, caption_fields)
+    fields = _resolve_fields(path, rows, caption_fields, require_all_fields)
     has_ids = any(id_field in row for _, row in rows)
     records: list[CaptionRecord] = []
     first_line: dict[str, str] = {}
@@ -160,15 +163,15 @@ def _json_rows(path: Path, stats: ReadStats) -> Iterator[tuple[str, dict[str, An
         yield where, row
 
 
-def _resolve_fields(path: Path, rows: list[tuple[str, dict]], wanted) -> list[str]:
+def _resolve_fields(path: Path, rows: list[tuple[str, dict]], wanted, require_all: bool = True) -> list[str]:
     present: set[str] = set()
     for _, row in rows:
         present.update(row)
     if wanted:
         missing = [f for f in wanted if f not in present]
-        if missing:
+        if missing and (require_all or len(missing) == len(wanted)):
             raise DataError(f"{path}: no row has caption field(s) {missing}; fields present: {sorted(present)}")
-        return list(wanted)
+        return [f for f in wanted if f in present]
     dreamlip = [f for f in DREAMLIP_FIELDS if f in present]
     if dreamlip:
         return dreamlip

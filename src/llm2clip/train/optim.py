@@ -34,3 +34,13 @@ def decay_groups(named_params, lr: float, weight_decay: float) -> list[dict]:
         {"params": decay, "lr": lr, "weight_decay": weight_decay},
         {"params": no_decay, "lr": lr, "weight_decay": 0.0},
     ]
+
+
+def total_steps(max_steps: int | None, epochs: int, steps_per_epoch: int, grad_accum: int) -> int:
+    """Optimiser steps of a run: `max_steps` when set, else whole epochs of micro-steps."""
+    if max_steps:
+        return int(max_steps)
+    steps = epochs * steps_per_epoch // grad_accum
+    if steps < 1:
+        raise ValueError("the data is smaller than one optimiser step: lower batch_size or grad_accum")
+    return steps

@@ -24,7 +24,7 @@ from ..data.text_pairs import read_text_pairs
 from ..eval.cra import cra_for_encoder
 from ..text import CaptionEncoder
 from .metrics_log import MetricsLog
-from .optim import build_adamw, build_schedule, decay_groups
+from .optim import build_adamw, build_schedule, decay_groups, total_steps
 from .runtime import check_finite, make_accelerator, prepare_output, setup_logging
 from .stage1_config import Stage1Config
 from .stage1_objective import Stage1Objective
@@ -60,15 +60,6 @@ def build_schedule_for(cfg: Stage1Config, world_size: int) -> PairSchedule:
     return schedule
 
 
-def total_steps(cfg: Stage1Config, schedule: PairSchedule) -> int:
-    if cfg.train.max_steps:
-        return int(cfg.train.max_steps)
-    steps = cfg.train.epochs * schedule.steps_per_epoch // cfg.train.grad_accum
-    if steps < 1:
-        raise ValueError("the data is smaller than one optimiser step: lower batch_size or grad_accum")
-    return steps
-
-
 def run_cra(encoder: CaptionEncoder, cfg: Stage1Config) -> dict[str, Any] | None:
     """Caption retrieval accuracy on the configured held-out records (main process)."""
     if not cfg.eval.cra:
@@ -89,7 +80,8 @@ def train_stage1(cfg: Stage1Config, resume: bool = False) -> dict[str, Any]:
     out = prepare_output(cfg.train.output_dir, cfg, resume, main)
     torch.manual_seed(cfg.train.seed)
     schedule = build_schedule_for(cfg, accelerator.num_processes)
-    steps = total_steps(cfg, schedule)
+    t = cfg.train
+    steps = total_steps(t.max_steps, t.epochs, schedule.steps_per_epoch, t.grad_accum)
     encoder = load_encoder(cfg).to(accelerator.device)
     objective = Stage1Objective(encoder, cfg.train.temperature, cfg.train.mntp_weight,
                                 cfg.train.mntp_probability, with_negatives=schedule.has_negatives)

@@ -29,7 +29,7 @@ from ..data.image_text import ImageTextDataset, StepBatchSampler, collate_sample
 from ..data.records import read_caption_records
 from ..model import LLM2CLIP, LLM2CLIPConfig
 from .metrics_log import MetricsLog
-from .optim import build_adamw, build_schedule
+from .optim import build_adamw, build_schedule, total_steps
 from .runtime import check_finite, make_accelerator, prepare_output, setup_logging
 from .stage2_config import Stage2Config
 from .stage2_objective import Stage2Objective
@@ -53,7 +53,8 @@ def train_stage2(cfg: Stage2Config, resume: bool = False) -> dict[str, Any]:
                                 train_encoder=cfg.train.mode == "online_lora")
     dataset = build_dataset(cfg, model, store)
     plan = BatchPlan(len(dataset), cfg.train.batch_size * accelerator.num_processes, cfg.train.seed)
-    steps = total_steps(cfg, plan)
+    t = cfg.train
+    steps = total_steps(t.max_steps, t.epochs, plan.steps_per_epoch, t.grad_accum)
     optimizer = build_adamw(param_groups(cfg, model, encoder), cfg.train.lr_vision, cfg.train.weight_decay_vision)
     scheduler = build_schedule(optimizer, cfg.train.schedule, cfg.train.warmup_steps, steps)
     metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
@@ -118,36 +119,13 @@ def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
 def build_dataset(cfg: Stage2Config, model: LLM2CLIP, store) -> ImageTextDataset:
     d = cfg.data
     fields = list(dict.fromkeys(list(d.real_fields) + list(d.dense_fields)))
-    records, stats = read_caption_records(d.train, caption_fields=_present_fields(d.train, fields),
-                                          id_field=d.id_field, image_field=d.image_field)
+    records, stats = read_caption_records(d.train, caption_fields=fields, id_field=d.id_field,
+                                          image_field=d.image_field, require_all_fields=False)
     log.info("stage-2 data: %s", stats.summary())
     choice = CaptionChoice(tuple(d.real_fields), tuple(d.dense_fields), d.dense_ratio, cfg.train.seed)
     root = d.image_root or str(Path(d.train).resolve().parent)
     return ImageTextDataset(records, root, model.vision.preprocess, choice, store=store,
                             with_text=cfg.train.mode != "offline")
-
-
-def _present_fields(path: str, fields: list[str]) -> list[str]:
-    """The configured fields the file has (real or dense may be absent); the reader
-    raises a clear error if none is."""
-    from ..data.records import iter_jsonl
-    from ..data.read_stats import ReadStats
-
-    if not str(path).endswith((".jsonl", ".jsonlines")):
-        return fields
-    seen: set[str] = set()
-    for _, row in iter_jsonl(Path(path), ReadStats(str(path))):
-        seen.update(row)
-    return [f for f in fields if f in seen] or fields
-
-
-def total_steps(cfg: Stage2Config, plan: BatchPlan) -> int:
-    if cfg.train.max_steps:
-        return int(cfg.train.max_steps)
-    steps = cfg.train.epochs * plan.steps_per_epoch // cfg.train.grad_accum
-    if steps < 1:
-        raise ValueError("the data is smaller than one optimiser step: lower batch_size or grad_accum")
-    return steps
 
 
 def param_groups(cfg: Stage2Config, model: LLM2CLIP, encoder) -> list[dict]:
