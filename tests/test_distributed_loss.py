@@ -5,13 +5,11 @@ rank's share of a fixed global batch, with even (4+4) and uneven (5+3) shares; h
 redo each step in a single process on the concatenated batch, without DDP.
 """
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import torchrun
 from safetensors.torch import load_file
 
 WORKER = Path(__file__).parent / "dist_scripts" / "loss_worker.py"
@@ -27,12 +25,7 @@ def load_worker():
 @pytest.fixture(scope="module")
 def two_rank_result(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("dist_loss")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    # --standalone: a local rendezvous on a free port, so parallel runs do not collide.
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(WORKER), str(out_dir)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout}\n{proc.stderr}"
+    torchrun(2, [str(WORKER), str(out_dir)], timeout=120)
     return load_file(str(out_dir / "result.safetensors"))
 
 

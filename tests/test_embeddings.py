@@ -4,15 +4,13 @@ Truth is always computed independently of the store: `CaptionEncoder.encode` on 
 captions, an uninterrupted single-process run's bytes, or hand-made lengths.
 """
 import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli_under_torchrun
 
 from llm2clip.data.records import CaptionRecord, read_caption_records
 from llm2clip.embeddings import (EmbeddingStore, IncompleteStoreError, StoreMismatchError,
@@ -175,17 +173,10 @@ def test_torchrun_two_processes_equal_one_process(tiny_llama, records, tmp_path)
         for r in records:  # the scalar fields only: a list field round-trips as caption.i anyway
             scalar = {s: c for s, c in zip(r.sources, r.captions) if "." not in s}
             handle.write(json.dumps({"id": r.id, **scalar}) + "\n")
-    script = tmp_path / "embed_main.py"  # `llm2clip embed` as the CLI will run it
-    script.write_text("import argparse, sys\nfrom llm2clip.embeddings.cli import add_embed_parser\n"
-                      "p = argparse.ArgumentParser(); add_embed_parser(p.add_subparsers())\n"
-                      "a = p.parse_args(sys.argv[1:]); sys.exit(a.run(a))\n")
     args = ["embed", "--model", tiny_llama, "--data", str(data), "--out", str(tmp_path / "two"),
             "--fields", "raw_caption", "shortSV", "--shard-size", str(SHARD), "--batch-size", str(BATCH),
             "--precision", "fp32", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    done = subprocess.run(launcher + args, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    cli_under_torchrun(2, *args)
     file_records, _ = read_caption_records(data, caption_fields=["raw_caption", "shortSV"])
     store = EmbeddingStore.open(tmp_path / "two", expected_identity=expected_identity_of_folder(tiny_llama),
                                 records=file_records)

@@ -1,14 +1,11 @@
 """Stage-1 training on tiny models: learning, resume = uninterrupted, 2 processes = 1."""
 import itertools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from helpers import cli_under_torchrun, last_checkpoint_weights, logged_losses
 
 from llm2clip.cli import main as cli_main
 from llm2clip.config import ConfigError, load_config
@@ -47,15 +44,6 @@ def tiny_config(tmp_path: Path, model: str, **train) -> Stage1Config:
     return load_config(Stage1Config, REPO / "configs/stage1/tiny.yaml", overrides)
 
 
-def final_weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(list_checkpoints(run / "checkpoints")[-1] / "weights.safetensors"))
-
-
-def losses(run: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if "loss" in r]
-
-
 def test_training_raises_caption_retrieval_accuracy(tmp_path, tiny_llama):
     cfg = tiny_config(tmp_path, tiny_llama, max_steps=40, lr=1e-2, batch_size=8, warmup_steps=2, temperature=0.1)
     summary = train_stage1(cfg)
@@ -64,7 +52,7 @@ def test_training_raises_caption_retrieval_accuracy(tmp_path, tiny_llama):
     run = Path(cfg.train.output_dir)
     assert (run / "final" / "adapter_model.safetensors").is_file()
     assert json.loads((run / "cra.json").read_text())["after"]["top1"] == after["top1"]
-    curve = losses(run)
+    curve = logged_losses(run)
     assert len(curve) == 40 and sum(curve[-5:]) < sum(curve[:5])
 
 
@@ -95,11 +83,11 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_llama, 
         train_stage1(crashed)  # refuses to overwrite a run with checkpoints
     train_stage1(crashed, resume=True)
 
-    a, b = final_weights(Path(straight.train.output_dir)), final_weights(Path(crashed.train.output_dir))
+    a, b = last_checkpoint_weights(Path(straight.train.output_dir)), last_checkpoint_weights(Path(crashed.train.output_dir))
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-7, rtol=0)
-    assert losses(Path(crashed.train.output_dir)) == pytest.approx(losses(Path(straight.train.output_dir)), abs=1e-6)
+    assert logged_losses(Path(crashed.train.output_dir)) == pytest.approx(logged_losses(Path(straight.train.output_dir)), abs=1e-6)
 
 
 @pytest.mark.distributed
@@ -112,18 +100,14 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_llam
             f"data: {{train: {data}}}\n"
             f"train: {{output_dir: {tmp_path / name}, batch_size: {batch}, max_steps: 4, lr: 1.0e-3,"
             f" warmup_steps: 1, save_every: 4, precision: fp32, device: cpu}}\n")
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-        done = subprocess.run(launcher + ["-m", "llm2clip.cli", "stage1", "--config", str(cfg_file)],
-                              env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
+        cli_under_torchrun(nproc, "stage1", "--config", str(cfg_file))
         return tmp_path / name
 
     one, two = run(1, 8, "one"), run(2, 4, "two")
-    a, b = final_weights(one), final_weights(two)
+    a, b = last_checkpoint_weights(one), last_checkpoint_weights(two)
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=2e-6, rtol=1e-4)
-    assert losses(two) == pytest.approx(losses(one), abs=1e-5)
+    assert logged_losses(two) == pytest.approx(logged_losses(one), abs=1e-5)
 
 
 def test_mntp_and_text_pairs_with_negatives_train(tmp_path, tiny_llama):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import cli_under_torchrun, last_checkpoint_weights, logged_losses
 from PIL import Image
 
 from llm2clip.config import load_config
@@ -81,10 +82,7 @@ class Killed(Exception):
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_visions, stage1_folder, monkeypatch):
-    from safetensors.torch import load_file
-
     from llm2clip.train import stage2 as stage2_mod
-    from llm2clip.train.checkpoint import list_checkpoints
 
     straight = config(tmp_path / "a", tiny_visions, stage1_folder, mode="online_frozen", max_steps=6, save_every=2)
     crashed = config(tmp_path / "b", tiny_visions, stage1_folder, mode="online_frozen", max_steps=6, save_every=2)
@@ -104,8 +102,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_visions
 
     def final(cfg):
         run = Path(cfg.train.output_dir)
-        losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-        return load_file(str(list_checkpoints(run / "checkpoints")[-1] / "weights.safetensors")), losses
+        return last_checkpoint_weights(run), logged_losses(run)
 
     (a, loss_a), (b, loss_b) = final(straight), final(crashed)
     assert a.keys() == b.keys() and len(loss_b) == 6
@@ -116,14 +113,6 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_visions
 
 @pytest.mark.distributed
 def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_visions, stage1_folder):
-    import os
-    import subprocess
-    import sys
-
-    from safetensors.torch import load_file
-
-    from llm2clip.train.checkpoint import list_checkpoints
-
     data, _ = write_dataset(tmp_path / "data")
 
     def run(nproc: int, batch: int, name: str) -> Path:
@@ -134,20 +123,14 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_visi
             f"data: {{train: {data}, real_fields: [raw_caption], dense_fields: [longSV], num_workers: 0}}\n"
             f"train: {{mode: online_frozen, output_dir: {tmp_path / name}, batch_size: {batch}, max_steps: 3,"
             f" lr_vision: 1.0e-3, lr_adaptor: 3.0e-3, warmup_steps: 1, save_every: 3, precision: fp32, device: cpu}}\n")
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-        done = subprocess.run(launcher + ["-m", "llm2clip.cli", "stage2", "--config", str(cfg_file)],
-                              env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
+        cli_under_torchrun(nproc, "stage2", "--config", str(cfg_file))
         return tmp_path / name
 
     one, two = run(1, 8, "one"), run(2, 4, "two")
-    a = load_file(str(list_checkpoints(one / "checkpoints")[-1] / "weights.safetensors"))
-    b = load_file(str(list_checkpoints(two / "checkpoints")[-1] / "weights.safetensors"))
+    a, b = last_checkpoint_weights(one), last_checkpoint_weights(two)
     # Adam divides each gradient by its own running RMS, so float-reassociation noise on a
     # near-zero gradient element can move that weight by a sizeable fraction of lr (1e-3):
     # allow 1e-4 per element, far below what a wrong batch or a missing gather would give.
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-4, rtol=1e-4)
-    loss = [[json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)]
-    assert loss[1] == pytest.approx(loss[0], abs=1e-5)
+    assert logged_losses(two) == pytest.approx(logged_losses(one), abs=1e-5)

@@ -1,0 +1,34 @@
+"""Test helpers shared by several test files (launching torchrun, reading a run's outputs)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from llm2clip.train.checkpoint import list_checkpoints
+
+
+def torchrun(nproc: int, target: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """`torchrun --standalone` (a local rendezvous on a free port, so parallel runs do not
+    collide) with one CPU thread per process; fails the test with stderr on a non-zero exit."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    done = subprocess.run(launcher + target, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"torchrun failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def cli_under_torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    return torchrun(nproc, ["-m", "llm2clip.cli", *args])
+
+
+def last_checkpoint_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(list_checkpoints(run / "checkpoints")[-1] / "weights.safetensors"))
+
+
+def logged_losses(run: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
