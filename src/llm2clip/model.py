@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from .adaptor import build_adaptor
+from .atomic_file import atomic_write_bytes, atomic_write_text
 from .vision import load_vision_tower
 
 CONFIG_FILE = "llm2clip.json"
@@ -111,11 +112,10 @@ class LLM2CLIP(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         self.vision.save_pretrained(directory / "vision")
         state = {k: v.detach().contiguous().cpu() for k, v in self.head_state().items()}
-        _atomic(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+        atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
         if save_caption_encoder and self.caption_encoder is not None:
             self.caption_encoder.save_pretrained(directory / "caption_encoder")
-        text = json.dumps(asdict(self.config), indent=2) + "\n"
-        _atomic(directory / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(asdict(self.config), indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, load_caption_encoder: bool = True,
@@ -144,8 +144,3 @@ class LLM2CLIP(nn.Module):
         """The tuned tower alone, in its own format (an HF vision-model folder for CLIP/SigLIP)."""
         self.vision.save_pretrained(directory)
 
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)

@@ -11,6 +11,7 @@ run, no downloads.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import random
@@ -20,6 +21,8 @@ from typing import Iterable, Sequence
 
 import emoji
 from PIL import Image, ImageDraw, ImageFont
+
+from ..atomic_file import atomic_write_bytes, atomic_write_text
 
 LANGUAGES = ("es", "de", "fr", "it", "pt", "ru", "tr", "ar", "fa", "id", "ja", "ko", "zh")
 DEFAULT_RECORD_FIELDS = ("short", "short_alt", "spatial", "dense")
@@ -507,15 +510,11 @@ def write_image_dataset(scenes: Sequence[EmojiScene], out_dir: str | os.PathLike
     for scene in scenes:
         target = out / _image_relpath(scene)
         if not target.exists():
-            tmp = target.with_name(target.name + ".tmp")
-            render_scene(scene, size).save(tmp, format="PNG")
-            os.replace(tmp, target)
+            png = io.BytesIO()
+            render_scene(scene, size).save(png, format="PNG")
+            atomic_write_bytes(target, png.getvalue())
     index = out / "captions.jsonl"
-    tmp = index.with_name(index.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for scene in scenes:
-            f.write(json.dumps(_jsonl_row(scene), ensure_ascii=False) + "\n")
-    os.replace(tmp, index)
+    atomic_write_text(index, "".join(json.dumps(_jsonl_row(scene), ensure_ascii=False) + "\n" for scene in scenes))
     return index
 
 

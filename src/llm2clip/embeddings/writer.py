@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed as dist_utils
+from ..atomic_file import atomic_write_bytes
 from ..data.errors import DataError
 from .identity import canonical_json, identity_differences, identity_digest, store_identity
 from .quantize import check_dtype, quantize
@@ -154,7 +155,7 @@ def write_embedding_store(encoder, records: Sequence, out_dir: str | os.PathLike
         _refuse_other_store(out, body)
     dist_utils.barrier()  # every rank has looked at the old files before any is replaced
     (out / MANIFEST).unlink(missing_ok=True)  # it describes another plan from now on
-    atomic_write(out / PLAN, (canonical_json(body) + "\n").encode("utf-8"), suffix=f".tmp{rank}")
+    atomic_write_bytes(out / PLAN, (canonical_json(body) + "\n").encode("utf-8"), suffix=f".tmp{rank}")
     mine = [k for k in range(len(plan.shards)) if k % world_size == rank]
     for k in mine:
         (out / (shard_name(k) + ".tmp")).unlink(missing_ok=True)  # left by a killed run
@@ -264,32 +265,7 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, An
     # one metadata key only: safetensors keeps metadata in a hash map, so the byte layout of
     # several keys could vary between runs; one JSON string keeps shards bit-identical
     metadata = {META_KEY: canonical_json({**meta, "data_sha256": digest.hexdigest()})}
-    atomic_write(path, save(tensors, metadata=metadata), suffix=".tmp")
-
-
-def atomic_write(path: Path, data: bytes, suffix: str) -> None:
-    """Write to a temp file, fsync, and rename over `path`: readers see all or nothing."""
-    tmp = path.with_name(path.name + suffix)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (not possible on every OS/filesystem: best effort)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write_bytes(path, save(tensors, metadata=metadata), suffix=".tmp")
 
 
 # ------------------------------------------------------------------ finishing
@@ -330,7 +306,7 @@ def finalize_embedding_store(out_dir: str | os.PathLike) -> Path:
                                    f"{' ...' if len(problems) > 5 else ''}; rerun `llm2clip embed` with the same "
                                    "arguments to resume")
     _remove_leftovers(out, len(body["shards"]))
-    atomic_write(out / MANIFEST, (canonical_json({**body, "shards": shards}) + "\n").encode("utf-8"), suffix=".tmp")
+    atomic_write_bytes(out / MANIFEST, (canonical_json({**body, "shards": shards}) + "\n").encode("utf-8"), suffix=".tmp")
     log.info("%s: embedding store complete (%d embeddings in %d shards)", out, body["count"], len(shards))
     return out
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..atomic_file import atomic_write_text
 from .model_names import resolve_llm
 from .pooling import pool
 from .settings import EncoderSettings, LoraSettings
@@ -219,9 +220,7 @@ class CaptionEncoder(nn.Module):
             fmt = "full"
         self.tokenizer.save_pretrained(directory)
         meta = {"format": fmt, **self.settings.to_dict()}
-        tmp = directory / (SETTINGS_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, directory / SETTINGS_FILE)
+        atomic_write_text(directory / SETTINGS_FILE, json.dumps(meta, indent=2) + "\n")
 
     def identity(self) -> dict[str, Any]:
         return self.settings.identity()

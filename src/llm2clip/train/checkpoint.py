@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import distributed as dist_utils
+from ..atomic_file import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,7 @@ def _cuda_rng() -> dict[str, torch.Tensor]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def _prune(root: Path, keep: int) -> None:

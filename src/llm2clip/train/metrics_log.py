@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic_file import atomic_write_text
+
 
 class MetricsLog:
     def __init__(self, path: str | os.PathLike, enabled: bool = True):
@@ -29,9 +31,7 @@ class MetricsLog:
                 continue  # a line cut by a kill
             if row.get("step", -1) <= step:
                 kept.append(line)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
