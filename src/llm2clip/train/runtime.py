@@ -78,3 +78,13 @@ def check_finite(value: float, step: int, out: Path) -> None:
         where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
         raise TrainingError(f"the loss became {value} at step {step}; stopping before the update ({where}). "
                             f"Lower the learning rate or check the data, then --resume.")
+
+
+def apply_update(accelerator, params, optimizer, scheduler, grad_clip: float) -> float | None:
+    """Clip (when grad_clip > 0), step the optimizer and schedule, clear the gradients;
+    returns the gradient norm before clipping (None without clipping)."""
+    grad_norm = accelerator.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else None
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(grad_norm) if grad_norm is not None else None

@@ -25,7 +25,7 @@ from ..eval.cra import cra_for_encoder
 from ..text import CaptionEncoder
 from .metrics_log import MetricsLog
 from .optim import build_adamw, build_schedule, decay_groups, total_steps
-from .runtime import check_finite, make_accelerator, prepare_output, setup_logging
+from .runtime import apply_update, check_finite, make_accelerator, prepare_output, setup_logging
 from .stage1_config import Stage1Config
 from .stage1_objective import Stage1Objective
 from .training_state import restore_training_state, save_training_state
@@ -74,20 +74,20 @@ def run_cra(encoder: CaptionEncoder, cfg: Stage1Config) -> dict[str, Any] | None
 
 def train_stage1(cfg: Stage1Config, resume: bool = False) -> dict[str, Any]:
     """Run stage 1 end to end; returns a summary (final paths, CRA before/after, steps)."""
-    accelerator = make_accelerator(cfg.train.precision, cfg.train.device)
+    t = cfg.train
+    accelerator = make_accelerator(t.precision, t.device)
     main = accelerator.is_main_process
     setup_logging(main)
-    out = prepare_output(cfg.train.output_dir, cfg, resume, main)
-    torch.manual_seed(cfg.train.seed)
+    out = prepare_output(t.output_dir, cfg, resume, main)
+    torch.manual_seed(t.seed)
     schedule = build_schedule_for(cfg, accelerator.num_processes)
-    t = cfg.train
     steps = total_steps(t.max_steps, t.epochs, schedule.steps_per_epoch, t.grad_accum)
     encoder = load_encoder(cfg).to(accelerator.device)
-    objective = Stage1Objective(encoder, cfg.train.temperature, cfg.train.mntp_weight,
-                                cfg.train.mntp_probability, with_negatives=schedule.has_negatives)
-    optimizer = build_adamw(decay_groups(encoder.named_parameters(), cfg.train.lr, cfg.train.weight_decay),
-                            cfg.train.lr, cfg.train.weight_decay)
-    scheduler = build_schedule(optimizer, cfg.train.schedule, cfg.train.warmup_steps, steps)
+    objective = Stage1Objective(encoder, t.temperature, t.mntp_weight,
+                                t.mntp_probability, with_negatives=schedule.has_negatives)
+    optimizer = build_adamw(decay_groups(encoder.named_parameters(), t.lr, t.weight_decay),
+                            t.lr, t.weight_decay)
+    scheduler = build_schedule(optimizer, t.schedule, t.warmup_steps, steps)
     metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
 
     start = _resume(out, encoder, optimizer, scheduler, metrics) if resume else 0
@@ -137,14 +137,11 @@ def _train_loop(cfg, accelerator, model, encoder, optimizer, scheduler, schedule
             for key, value in out_losses.items():
                 parts[key] = parts.get(key, 0.0) + value.item() / t.grad_accum
         check_finite(parts["loss"], step, out)
-        grad_norm = accelerator.clip_grad_norm_(trainable, t.grad_clip) if t.grad_clip > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = apply_update(accelerator, trainable, optimizer, scheduler, t.grad_clip)
         elapsed = time.perf_counter() - began
         pairs = t.batch_size * world * t.grad_accum
         row = {"step": step + 1, "epoch": step * t.grad_accum // schedule.steps_per_epoch, **parts,
-               "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm) if grad_norm is not None else None,
+               "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                "pairs_per_s": pairs / elapsed, "truncated_captions": encoder.num_truncated}
         metrics.write(row)
         bar.set_postfix(loss=f"{parts['loss']:.4f}")

@@ -30,7 +30,7 @@ from ..data.records import read_caption_records
 from ..model import LLM2CLIP, LLM2CLIPConfig
 from .metrics_log import MetricsLog
 from .optim import build_adamw, build_schedule, total_steps
-from .runtime import check_finite, make_accelerator, prepare_output, setup_logging
+from .runtime import apply_update, check_finite, make_accelerator, prepare_output, setup_logging
 from .stage2_config import Stage2Config
 from .stage2_objective import Stage2Objective
 from .training_state import restore_training_state, save_training_state
@@ -40,30 +40,30 @@ log = logging.getLogger("llm2clip.stage2")
 
 def train_stage2(cfg: Stage2Config, resume: bool = False) -> dict[str, Any]:
     cfg.validate()
-    accelerator = make_accelerator(cfg.train.precision, cfg.train.device)
+    t = cfg.train
+    accelerator = make_accelerator(t.precision, t.device)
     main = accelerator.is_main_process
     setup_logging(main)
-    out = prepare_output(cfg.train.output_dir, cfg, resume, main)
-    torch.manual_seed(cfg.train.seed)
+    out = prepare_output(t.output_dir, cfg, resume, main)
+    torch.manual_seed(t.seed)
 
     encoder, store = load_text_side(cfg)
-    torch.manual_seed(cfg.train.seed)  # loading the encoder may draw random numbers: offline = online init
+    torch.manual_seed(t.seed)  # loading the encoder may draw random numbers: offline = online init
     model = build_model(cfg, encoder, store)
-    objective = Stage2Objective(model, cfg.train.loss, encoder if cfg.train.mode != "offline" else None,
-                                train_encoder=cfg.train.mode == "online_lora")
+    objective = Stage2Objective(model, t.loss, encoder if t.mode != "offline" else None,
+                                train_encoder=t.mode == "online_lora")
     dataset = build_dataset(cfg, model, store)
-    plan = BatchPlan(len(dataset), cfg.train.batch_size * accelerator.num_processes, cfg.train.seed)
-    t = cfg.train
+    plan = BatchPlan(len(dataset), t.batch_size * accelerator.num_processes, t.seed)
     steps = total_steps(t.max_steps, t.epochs, plan.steps_per_epoch, t.grad_accum)
-    optimizer = build_adamw(param_groups(cfg, model, encoder), cfg.train.lr_vision, cfg.train.weight_decay_vision)
-    scheduler = build_schedule(optimizer, cfg.train.schedule, cfg.train.warmup_steps, steps)
+    optimizer = build_adamw(param_groups(cfg, model, encoder), t.lr_vision, t.weight_decay_vision)
+    scheduler = build_schedule(optimizer, t.schedule, t.warmup_steps, steps)
     metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
     skipped_log = MetricsLog(out / f"skipped-rank{accelerator.process_index}.jsonl")  # each rank its own
 
     start = restore_training_state(out, objective, optimizer, scheduler, [metrics, skipped_log])[0] if resume else 0
     prepared, optimizer = accelerator.prepare(objective, optimizer)
     loader = DataLoader(dataset, collate_fn=collate_samples, num_workers=cfg.data.num_workers,
-                        batch_sampler=StepBatchSampler(plan, start * cfg.train.grad_accum, steps * cfg.train.grad_accum,
+                        batch_sampler=StepBatchSampler(plan, start * t.grad_accum, steps * t.grad_accum,
                                                        accelerator.process_index, accelerator.num_processes))
     skipped = _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loader, metrics,
                           skipped_log, out, start, steps)
@@ -179,14 +179,11 @@ def _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loa
             total += result["loss"].item() / t.grad_accum
             samples += len(batch["ids"])
         check_finite(total, step, out)
-        grad_norm = accelerator.clip_grad_norm_(trainable, t.grad_clip) if t.grad_clip > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = apply_update(accelerator, trainable, optimizer, scheduler, t.grad_clip)
         objective.model.clamp_logit_scale()
         row = {"step": step + 1, "loss": total, "logit_scale": result["logit_scale"].item(),
                "lr_factor": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"],
-               "grad_norm": float(grad_norm) if grad_norm is not None else None,
+               "grad_norm": grad_norm,
                "samples_per_s": samples * accelerator.num_processes / (time.perf_counter() - began),
                "skipped_so_far": sum(skipped.values())}
         metrics.write(row)
