@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from llm2clip.data.records import CaptionRecord
 from llm2clip.embeddings import EmbeddingStore, padding_fraction, plan_length_batches, write_embedding_store
-from llm2clip.embeddings import writer as writer_mod
+from llm2clip.text import caption_encoder as encoder_mod
 from llm2clip.text import CaptionEncoder
 from llm2clip.text.random_llm import save_random_llm
 
@@ -39,16 +39,16 @@ def make_records(n: int, seed: int = 0) -> list[CaptionRecord]:
 
 
 def time_write(encoder, records, out: Path, grouped: bool, batch_size: int, dtype: str = "fp16") -> float:
-    original = writer_mod.plan_length_batches
+    original = encoder_mod.plan_length_batches
     if not grouped:  # input order: consecutive chunks, as a naive loop would batch
-        writer_mod.plan_length_batches = lambda lengths, b: [list(range(s, min(s + b, len(lengths))))
+        encoder_mod.plan_length_batches = lambda lengths, b: [list(range(s, min(s + b, len(lengths))))
                                                              for s in range(0, len(lengths), b)]
     try:
         began = time.perf_counter()
         write_embedding_store(encoder, records, out, dtype=dtype, shard_size=4096, batch_size=batch_size)
         return time.perf_counter() - began
     finally:
-        writer_mod.plan_length_batches = original
+        encoder_mod.plan_length_batches = original
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .records import field_matches
+
 
 @dataclass(frozen=True)
 class CaptionChoice:
@@ -34,12 +36,8 @@ class CaptionChoice:
         dense_first = rng.random() < self.dense_ratio
         kinds = (self.dense_fields, self.real_fields) if dense_first else (self.real_fields, self.dense_fields)
         for fields in kinds:
-            candidates = [s for s in sorted(available) if _field_of(s) in fields]
+            candidates = [s for s in sorted(available) if field_matches(s, fields)]
             if candidates:
                 return candidates[rng.integers(len(candidates))]
         return None
 
-
-def _field_of(source: str) -> str:
-    name, _, position = source.rpartition(".")
-    return name if name and position.isdigit() else source

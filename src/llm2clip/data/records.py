@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from .errors import DataError
 from .read_stats import ReadStats
@@ -45,6 +45,20 @@ class CaptionRecord:
 
     def caption_by_source(self) -> dict[str, str]:
         return dict(zip(self.sources or [str(i) for i in range(len(self.captions))], self.captions))
+
+
+def field_matches(source: str, fields: Sequence[str] | None) -> bool:
+    """True if a caption's source label belongs to one of `fields` (None: all do).
+
+    A list-valued field `caption` labels its captions `caption.0`, `caption.1`, ...;
+    naming `caption` selects all of them, naming `caption.1` just that one.
+    """
+    if fields is None:
+        return True
+    for field in fields:
+        if source == field or (source.startswith(field + ".") and source[len(field) + 1:].isdigit()):
+            return True
+    return False
 
 
 def read_caption_records(

@@ -7,10 +7,11 @@
 
 See writer.py (keys, plan, ranks, resume) and store.py (the files on disk).
 """
+from ..text.tokenization import padding_fraction, plan_length_batches
 from .identity import expected_identity_of_folder, identity_differences, store_identity
 from .quantize import DTYPES
 from .store import EmbeddingStore, IncompleteStoreError, StoreError, StoreMismatchError
-from .writer import finalize_embedding_store, padding_fraction, plan_length_batches, write_embedding_store
+from .writer import finalize_embedding_store, write_embedding_store
 
 __all__ = [
     "DTYPES", "EmbeddingStore", "IncompleteStoreError", "StoreError", "StoreMismatchError",

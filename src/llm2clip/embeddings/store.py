@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..data.errors import DataError
+from ..data.records import field_matches
 from .identity import identity_differences
 from .quantize import dequantize
 
@@ -79,20 +80,6 @@ def plan_digest(rows: Iterable[tuple[str, str, bytes]]) -> str:
     for sample_id, field, hashed in rows:
         digest.update(json.dumps([sample_id, field, hashed.hex()]).encode("utf-8") + b"\n")
     return digest.hexdigest()
-
-
-def field_matches(source: str, fields: Sequence[str] | None) -> bool:
-    """True if a caption's source label belongs to one of `fields` (None: all do).
-
-    A list-valued field `caption` labels its captions `caption.0`, `caption.1`, ...;
-    naming `caption` selects all of them, naming `caption.1` just that one.
-    """
-    if fields is None:
-        return True
-    for field in fields:
-        if source == field or (source.startswith(field + ".") and source[len(field) + 1:].isdigit()):
-            return True
-    return False
 
 
 def read_json(path: Path) -> dict[str, Any]:

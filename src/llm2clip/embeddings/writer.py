@@ -32,15 +32,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .. import distributed as dist_utils
 from ..atomic_file import atomic_write_bytes
 from ..data.errors import DataError
+from ..data.records import field_matches
 from .identity import canonical_json, identity_differences, identity_digest, store_identity
 from .quantize import check_dtype, quantize
 from .store import (FORMAT, FORMAT_VERSION, MANIFEST, META_KEY, PLAN, IncompleteStoreError, ShardFile,
-                    StoreMismatchError, field_matches, plan_digest, read_json, shard_name, shard_problem, text_hash)
+                    StoreMismatchError, plan_digest, read_json, shard_name, shard_problem, text_hash)
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +73,6 @@ def caption_entries(records: Sequence, fields: Sequence[str] | None = None) -> l
     if not entries:
         raise DataError("no captions to embed" + (f" in the fields {list(fields)}" if fields else ""))
     return entries
-
-
-def plan_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Batches of indices into `lengths`, grouped by length so each batch pads little.
-
-    A stable sort, then consecutive chunks: the same rule as `CaptionEncoder.encode`, so
-    a shard's rows equal `encoder.encode(shard captions, batch_size)` bit for bit.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
-    """The share of the padded token slots of `batches` that are padding."""
-    slots = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches if batch)
-    real = sum(lengths[i] for batch in batches for i in batch)
-    return 1.0 - real / slots if slots else 0.0
 
 
 @dataclass
@@ -219,7 +200,7 @@ def _write_my_shards(encoder, plan: StorePlan, body: dict[str, Any], out: Path, 
                 reused += 1
                 continue
             rows = plan.shards[k]
-            embeddings = encode_captions(encoder, [e.text for e in rows], batch_size)
+            embeddings = encoder.encode([e.text for e in rows], batch_size=batch_size)
             write_shard(out / shard_name(k), shard_tensors(rows, embeddings, plan.dtype),
                         _shard_meta(k, rows, planned, body))
     finally:
@@ -232,16 +213,6 @@ def _write_my_shards(encoder, plan: StorePlan, body: dict[str, Any], out: Path, 
 
 
 @torch.no_grad()
-def encode_captions(encoder, captions: list[str], batch_size: int) -> torch.Tensor:
-    """[n, D] float32 L2-normalised embeddings, batched by token length, in input order."""
-    items = [encoder.tokenize_one(caption) for caption in captions]
-    out = torch.empty((len(items), encoder.dim), dtype=torch.float32)
-    for rows in plan_length_batches([len(item.input_ids) for item in items], batch_size):
-        batch = {k: v.to(encoder.device) for k, v in encoder.collate([items[i] for i in rows]).items()}
-        out[rows] = F.normalize(encoder(**batch).float(), dim=-1).cpu()
-    return out
-
-
 def shard_tensors(rows: list[CaptionEntry], embeddings: torch.Tensor, dtype: str) -> dict[str, torch.Tensor]:
     """The tensors of one shard: its stored embeddings and its captions' text hashes."""
     hashes = bytearray(b"".join(text_hash(e.text) for e in rows))

@@ -25,7 +25,7 @@ from ..atomic_file import atomic_write_text
 from .model_names import resolve_llm
 from .pooling import pool
 from .settings import EncoderSettings, LoraSettings
-from .tokenization import CaptionTokenizer, TokenizedCaption
+from .tokenization import CaptionTokenizer, TokenizedCaption, plan_length_batches
 
 log = logging.getLogger(__name__)
 
@@ -188,16 +188,14 @@ class CaptionEncoder(nn.Module):
                 raise ValueError(f"caption {i} is empty or not a string: {caption!r}")
         before = self.num_truncated
         items = [self.tokenize_one(c) for c in captions]
-        order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
+        batches = plan_length_batches([len(item.input_ids) for item in items], batch_size)
         out = torch.empty((len(items), self.dim), dtype=torch.float32)
         was_training = self.training
         self.eval()
         try:
-            batches = range(0, len(order), batch_size)
-            for start in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
-                rows = order[start:start + batch_size]
+            for rows in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
                 batch = {k: v.to(self.device) for k, v in self.collate([items[i] for i in rows]).items()}
-                out[rows] = F.normalize(self(**batch), dim=-1).cpu()
+                out[rows] = F.normalize(self(**batch).float(), dim=-1).cpu()
         finally:
             self.train(was_training)
         if self.num_truncated > before:

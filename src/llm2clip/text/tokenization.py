@@ -8,6 +8,7 @@ that ignore it, so that an embedding never depends on its batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -96,3 +97,22 @@ class CaptionTokenizer:
             "position_ids": position_ids,
             "pool_mask": pool_mask,
         }
+
+
+def plan_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of indices into `lengths`, grouped by length so each batch pads little.
+
+    A stable sort, then consecutive chunks: the rule `CaptionEncoder.encode` batches by (and the
+    embedding store, which encodes through it).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """The share of the padded token slots of `batches` that are padding."""
+    slots = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches if batch)
+    real = sum(lengths[i] for batch in batches for i in batch)
+    return 1.0 - real / slots if slots else 0.0
