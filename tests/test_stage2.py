@@ -134,3 +134,55 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_visi
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-4, rtol=1e-4)
     assert logged_losses(two) == pytest.approx(logged_losses(one), abs=1e-5)
+
+
+def write_store(cfg: Stage2Config, stage1_folder: str, out: Path) -> Path:
+    from llm2clip.data.records import read_caption_records
+    from llm2clip.embeddings import write_embedding_store
+
+    records, _ = read_caption_records(cfg.data.train, caption_fields=["raw_caption", "longSV"],
+                                      require_all_fields=False)
+    encoder = CaptionEncoder.from_pretrained(stage1_folder, precision="fp32")
+    return write_embedding_store(encoder, records, out, dtype="fp32", shard_size=8)
+
+
+def test_offline_training_equals_online_frozen_training(tmp_path, tiny_visions, stage1_folder):
+    """The store is a pure speed-up: same seed and data give the same losses and weights."""
+    online = config(tmp_path / "online", tiny_visions, stage1_folder, mode="online_frozen", max_steps=5)
+    offline = config(tmp_path / "offline", tiny_visions, stage1_folder, mode="offline", max_steps=5)
+    offline.data.embeddings = str(write_store(offline, stage1_folder, tmp_path / "store"))
+    a, b = train_stage2(online), train_stage2(offline)
+    assert a["skipped"] == b["skipped"] and sum(a["skipped"].values()) > 0
+    losses_online, losses_offline = logged_losses(Path(a["output_dir"])), logged_losses(Path(b["output_dir"]))
+    assert len(losses_online) == 5 and losses_offline == pytest.approx(losses_online, abs=1e-5)
+    assert losses_online[0] != pytest.approx(losses_online[-1], abs=1e-3)  # it did train
+    # Adam's per-element normalisation can turn ~1e-7 embedding noise on a near-zero
+    # gradient into a visible step (lr is 1e-3 here); 5e-4 is still far below what one
+    # wrong embedding moves a weight over 5 steps.
+    wa, wb = last_checkpoint_weights(Path(a["output_dir"])), last_checkpoint_weights(Path(b["output_dir"]))
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], atol=5e-4, rtol=0)
+
+
+def test_offline_refuses_a_store_of_another_encoder(tmp_path, tiny_visions, stage1_folder, tiny_llama):
+    from llm2clip.embeddings import StoreMismatchError
+
+    cfg = config(tmp_path, tiny_visions, stage1_folder, mode="offline", max_steps=2)
+    other = tmp_path / "other-encoder"
+    CaptionEncoder.from_pretrained(tiny_llama, pooling="last").save_pretrained(other)
+    cfg.data.embeddings = str(write_store(cfg, str(other), tmp_path / "store"))
+    with pytest.raises(StoreMismatchError, match="pooling"):
+        train_stage2(cfg)
+
+
+def test_online_lora_trains_the_adapter_and_saves_the_tuned_encoder(tmp_path, tiny_visions, stage1_folder):
+    cfg = config(tmp_path, tiny_visions, stage1_folder, mode="online_lora", max_steps=4, lr_llm=1e-2)
+    summary = train_stage2(cfg)
+    tuned = CaptionEncoder.from_pretrained(Path(summary["model"]) / "caption_encoder", precision="fp32")
+    before = CaptionEncoder.from_pretrained(stage1_folder, precision="fp32")
+    assert tuned.weights_fingerprint() != before.weights_fingerprint()
+    changed = {name for name, p in tuned.named_parameters()
+               if not torch.equal(p, dict(before.named_parameters())[name])}
+    assert changed and all("lora_" in name for name in changed)
+    text = ["red on the left", "a picture whose right half is blue and the rest is grey"]
+    assert not torch.allclose(tuned.encode(text), before.encode(text))

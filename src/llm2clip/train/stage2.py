@@ -83,11 +83,7 @@ def load_text_side(cfg: Stage2Config):
     from ..text import CaptionEncoder
 
     if cfg.train.mode == "offline":
-        try:
-            from ..embeddings import EmbeddingStore, expected_identity_of_folder
-        except ImportError:  # the store (`llm2clip embed`) is not built yet: say so plainly
-            raise ValueError("train.mode=offline needs the embedding store from `llm2clip embed`, which this "
-                             "version does not have yet; use train.mode=online_frozen (same numbers, slower)") from None
+        from ..embeddings import EmbeddingStore, expected_identity_of_folder
 
         store = EmbeddingStore.open(cfg.data.embeddings,
                                     expected_identity=expected_identity_of_folder(cfg.model.caption_encoder))
