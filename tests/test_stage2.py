@@ -9,7 +9,7 @@ from PIL import Image
 
 from llm2clip.config import load_config
 from llm2clip.eval.retrieval import retrieval_metrics
-from llm2clip.model import LLM2CLIP
+from llm2clip import LLM2CLIP
 from llm2clip.text import CaptionEncoder
 from llm2clip.train.stage2 import train_stage2
 from llm2clip.train.stage2_config import Stage2Config

@@ -3,7 +3,7 @@
 The public classes are imported lazily so that `import llm2clip.losses` (and every
 distributed worker) does not pay for importing transformers.
 """
-__all__ = ["CaptionEncoder"]
+__all__ = ["CaptionEncoder", "LLM2CLIP"]
 __version__ = "0.1.0"
 
 
@@ -12,4 +12,8 @@ def __getattr__(name):
         from .text import CaptionEncoder
 
         return CaptionEncoder
+    if name == "LLM2CLIP":
+        from .model import LLM2CLIP
+
+        return LLM2CLIP
     raise AttributeError(f"module 'llm2clip' has no attribute {name!r}")
