@@ -82,6 +82,16 @@ def test_dense_captions_are_long(scenes):
     assert len(templates) > 1  # sentence templates vary across scenes
 
 
+def test_long_caption_is_the_where_part_of_the_dense_one(scenes):
+    for s in scenes[:50]:
+        long_sentences = s.captions["long"].split(". ")
+        assert all(sentence in s.captions["dense"] for sentence in long_sentences)
+        assert all(name in s.captions["long"] for name in s.names)
+        assert len(s.captions["long"]) < len(s.captions["dense"])
+    # most are still past CLIP's 77 tokens (whitespace words undercount tokens)
+    assert sum(len(s.captions["long"].split()) > 60 for s in scenes[:50]) > 40
+
+
 def test_spatial_caption_names_positions():
     scene = es.compose_scene("x", ["🐱", "🍕"], [(2, 2), (0, 0)], ["small", "large"], "white")
     assert scene.emojis == ["🍕", "🐱"]  # sorted into reading order with their cells and sizes
