@@ -10,6 +10,7 @@ from PIL import Image
 from llm2clip.config import load_config
 from llm2clip.eval.retrieval import retrieval_metrics
 from llm2clip import LLM2CLIP
+from llm2clip.model import LLM2CLIPConfig
 from llm2clip.text import CaptionEncoder
 from llm2clip.train.stage2 import train_stage2
 from llm2clip.train.stage2_config import Stage2Config
@@ -186,3 +187,15 @@ def test_online_lora_trains_the_adapter_and_saves_the_tuned_encoder(tmp_path, ti
     assert changed and all("lora_" in name for name in changed)
     text = ["red on the left", "a picture whose right half is blue and the rest is grey"]
     assert not torch.allclose(tuned.encode(text), before.encode(text))
+
+
+def test_frozen_vision_groups_stay_exactly_as_loaded(tmp_path, tiny_visions, stage1_folder):
+    cfg = config(tmp_path, tiny_visions, stage1_folder, mode="online_frozen", max_steps=3)
+    cfg.model.frozen_vision_groups = 2  # embeddings + the first block of the 2-layer tower
+    summary = train_stage2(cfg)
+    start = LLM2CLIP(LLM2CLIPConfig(vision=tiny_visions["clip"], text_dim=32, embed_dim=32)).vision
+    tuned = LLM2CLIP.from_pretrained(summary["model"], load_caption_encoder=False).vision
+    groups_start, groups_tuned = start.layer_groups(), tuned.layer_groups()
+    for depth, (a, b) in enumerate(zip(groups_start, groups_tuned)):
+        same = all(torch.equal(x, y) for x, y in zip(a, b))
+        assert same == (depth < 2), f"group {depth}: {'unchanged' if same else 'changed'}"

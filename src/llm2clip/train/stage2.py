@@ -107,6 +107,12 @@ def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
                             logit_bias_init=m.logit_bias_init if cfg.train.loss == "siglip" else None,
                             max_logit_scale=m.max_logit_scale, caption_encoder=m.caption_encoder)
     model = LLM2CLIP(config)
+    groups = model.vision.layer_groups()
+    if not 0 <= m.frozen_vision_groups <= len(groups):
+        raise ValueError(f"model.frozen_vision_groups={m.frozen_vision_groups}: the tower has {len(groups)} groups")
+    for params in groups[:m.frozen_vision_groups]:  # bottom first: no graph is built below the first trained one
+        for param in params:
+            param.requires_grad_(False)
     if m.gradient_checkpointing:
         model.vision.gradient_checkpointing_enable()
     return model

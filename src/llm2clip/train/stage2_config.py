@@ -18,6 +18,7 @@ class Stage2Model:
     logit_bias_init: float = -10.0  # used by the sigmoid loss only
     max_logit_scale: float = 100.0
     gradient_checkpointing: bool = False
+    frozen_vision_groups: int = 0  # freeze the tower's first N layer groups (0: all trained, as the paper)
 
 
 @dataclass
