@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from .config import ConfigError, load_config
 from .train.runtime import TrainingError
@@ -46,7 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_command(sub, "stage2", "post-train a CLIP vision tower + adaptor against the caption encoder",
                           "train.mode=online_frozen", _stage2)
 
-    p = sub.add_parser("eval", help="evaluate a model")
+    p = sub.add_parser("eval", help="evaluate models on benchmarks (or `eval cra` for the caption encoder alone)")
+    p.add_argument("--config", help="YAML recipe of models and benchmarks, e.g. configs/eval/example.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set output_dir=runs/eval2 (repeatable)")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="drop and count benchmark images that are missing instead of stopping")
+    p.add_argument("--no-cache", action="store_true", help="recompute every embedding")
+    p.set_defaults(run=_eval)
     eval_sub = p.add_subparsers(title="benchmarks")
     c = eval_sub.add_parser("cra", help="caption-to-caption retrieval accuracy (paper Table 1)")
     c.add_argument("--model", required=True, help="caption encoder folder, embedded name, HF id or path")
@@ -98,6 +106,21 @@ def _stage2(args) -> int:
     summary = train_stage2(cfg, resume=args.resume)
     if "model" in summary:
         print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _eval(args) -> int:
+    from .eval.eval_config import EvalConfig
+    from .eval.runner import run_eval
+
+    if not args.config:
+        raise ConfigError("eval needs --config (models + benchmarks), or use `llm2clip eval cra ...`")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(EvalConfig, args.config, args.overrides)
+    cfg.skip_missing = cfg.skip_missing or args.skip_missing
+    cfg.cache = cfg.cache and not args.no_cache
+    results = run_eval(cfg)
+    print(Path(results["files"]["markdown"]).read_text(encoding="utf-8"))
     return 0
 
 

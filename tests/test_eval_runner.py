@@ -1,0 +1,131 @@
+"""`llm2clip eval --config`: every benchmark kind on a tiny LLM2CLIP, against numbers
+computed directly; cached embeddings; bad benchmarks fail before any model loads."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from llm2clip import LLM2CLIP
+from llm2clip.cli import main as cli_main
+from llm2clip.data.errors import DataError
+from llm2clip.eval import runner as runner_mod
+from llm2clip.eval.eval_config import EvalConfig
+from llm2clip.eval.retrieval import retrieval_metrics
+from llm2clip.model import LLM2CLIPConfig
+from llm2clip.text import CaptionEncoder
+
+COLORS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (240, 230, 40)}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_llama, tiny_visions, tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("llm2clip") / "model"
+    encoder = CaptionEncoder.from_pretrained(tiny_llama, precision="fp32")
+    torch.manual_seed(0)
+    LLM2CLIP(LLM2CLIPConfig(vision=tiny_visions["clip"], text_dim=encoder.dim, embed_dim=16),
+             caption_encoder=encoder).save_pretrained(folder)
+    return str(folder)
+
+
+def write_benchmarks(root: Path) -> dict[str, Path]:
+    """A Karpathy JSON (uneven captions), a CRA file and a zero-shot class folder."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i, (name, rgb) in enumerate(COLORS.items()):
+        Image.new("RGB", (32, 32), rgb).save(root / "images" / f"{name}.png")
+        rows.append({"image": f"images/{name}.png", "caption": [f"a {name} square", f"{name}"][: 1 + i % 2]})
+        (root / "classes" / name).mkdir(parents=True)
+        for k in range(2):
+            Image.new("RGB", (32, 32), tuple(max(0, c - 20 * k) for c in rgb)).save(
+                root / "classes" / name / f"{k}.png")
+    (root / "karpathy.json").write_text(json.dumps(rows))
+    (root / "cra.jsonl").write_text("".join(
+        json.dumps({"id": n, "a": f"a {n} thing", "b": f"something {n}"}) + "\n" for n in COLORS))
+    (root / "templates.txt").write_text("a photo of {}.\n{}\n")
+    return {"karpathy": root / "karpathy.json", "cra": root / "cra.jsonl", "classes": root / "classes",
+            "templates": root / "templates.txt"}
+
+
+def write_config(tmp_path: Path, model: str, files: dict[str, Path], out: Path) -> Path:
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(
+        f"models: [{{name: tiny, kind: llm2clip, path: {model}}}]\n"
+        "benchmarks:\n"
+        f"  - {{name: colors, kind: karpathy, path: {files['karpathy']}}}\n"
+        f"  - {{name: colors-cra, kind: cra, path: {files['cra']}, fields: [a, b]}}\n"
+        f"  - {{name: colors-zs, kind: zeroshot, path: {files['classes']}, templates: {files['templates']}}}\n"
+        f"  - {{name: colors-probe, kind: linear_probe, train: {files['classes']}, path: {files['classes']}, l2: 0.001}}\n"
+        f"output_dir: {out}\nbatch_size: 3\n")
+    return cfg
+
+
+def test_eval_matches_direct_computation_and_reuses_its_cache(tmp_path, tiny_model, monkeypatch, capsys):
+    files = write_benchmarks(tmp_path / "bench")
+    out = tmp_path / "eval"
+    assert cli_main(["eval", "--config", str(write_config(tmp_path, tiny_model, files, out))]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+
+    model = LLM2CLIP.from_pretrained(tiny_model).eval()
+    rows = json.loads(files["karpathy"].read_text())
+    with torch.no_grad():
+        images = model.encode_image([Image.open(files["karpathy"].parent / r["image"]) for r in rows])
+        texts = model.encode_text([c for r in rows for c in r["caption"]])
+    owner = [i for i, r in enumerate(rows) for _ in r["caption"]]
+    expected = retrieval_metrics(images, texts, owner)
+    got = results["benchmarks"]["colors"]["results"]["tiny"]
+    for key in ("i2t_R@1", "t2i_R@1", "i2t_R@5", "t2i_mean_rank"):
+        assert got[key] == pytest.approx(expected[key])
+    assert f"{got['t2i_R@1']:.1f}" in printed
+    for name in ("colors-cra", "colors-zs", "colors-probe"):
+        metrics = results["benchmarks"][name]["results"]["tiny"]
+        assert 0 <= metrics["top1"] <= 100
+    assert results["benchmarks"]["colors-probe"]["results"]["tiny"]["top1"] == 100  # train = test, 8 points
+    assert (out / "report.md").is_file() and (out / "retrieval.png").is_file()
+
+    # a second run reads every embedding from the cache: encoding would fail now
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded again instead of reading the cache")
+
+    monkeypatch.setattr(runner_mod, "encode_images", no_encoding)
+    monkeypatch.setattr(runner_mod, "encode_texts", no_encoding)
+    assert cli_main(["eval", "--config", str(write_config(tmp_path, tiny_model, files, out))]) == 0
+    assert json.loads((out / "results.json").read_text())["benchmarks"] == results["benchmarks"]
+
+
+def test_a_missing_image_fails_before_any_model_loads_or_is_skipped_on_request(tmp_path, tiny_model, monkeypatch):
+    files = write_benchmarks(tmp_path / "bench")
+    (files["karpathy"].parent / "images" / "blue.png").unlink()
+    loaded = []
+    monkeypatch.setattr(runner_mod, "load_eval_model", lambda *a: loaded.append(a) or pytest.fail("loaded"))
+    cfg = write_config(tmp_path, tiny_model, files, tmp_path / "eval")
+    with pytest.raises(DataError, match="blue.png"):
+        runner_mod.run_eval(_load(cfg))
+    assert not loaded
+    monkeypatch.undo()
+    config = _load(cfg)
+    config.skip_missing = True
+    config.benchmarks = config.benchmarks[:1]
+    results = runner_mod.run_eval(config)
+    assert results["benchmarks"]["colors"]["results"]["tiny"]["n_images"] == 3
+
+
+def test_bad_configs_are_refused_with_the_reason(tmp_path, tiny_model):
+    files = write_benchmarks(tmp_path / "bench")
+    config = _load(write_config(tmp_path, tiny_model, files, tmp_path / "eval"))
+    config.benchmarks[0].kind = "flickr"
+    with pytest.raises(ValueError, match="kind 'flickr' is not one of"):
+        config.validate()
+    config = _load(write_config(tmp_path, tiny_model, files, tmp_path / "eval"))
+    config.benchmarks[3].train = None
+    with pytest.raises(ValueError, match="linear_probe needs `train`"):
+        config.validate()
+    assert cli_main(["eval", "--config", str(tmp_path / "eval.yaml"), "--set", "models=[]"]) == 2
+
+
+def _load(path: Path) -> EvalConfig:
+    from llm2clip.config import load_config
+
+    return load_config(EvalConfig, path)
