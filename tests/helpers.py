@@ -25,6 +25,27 @@ def cli_under_torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     return torchrun(nproc, ["-m", "llm2clip.cli", *args])
 
 
+def cli_under_accelerate(nproc: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`accelerate launch --multi_gpu --num_processes N -m llm2clip.cli ...`. Without GPUs the
+    processes join over gloo on CPU. (`--cpu` would make accelerate use mpirun for N > 1.)"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if nproc > 1 else []),
+                "--num_processes", str(nproc),
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(_free_port()), "-m", "llm2clip.cli"]
+    done = subprocess.run(launcher + list(args), env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"accelerate launch failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def last_checkpoint_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(list_checkpoints(run / "checkpoints")[-1] / "weights.safetensors"))
 

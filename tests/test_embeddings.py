@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli_under_torchrun
+from helpers import cli_under_accelerate, cli_under_torchrun
 
 from llm2clip.data.records import CaptionRecord, read_caption_records
 from llm2clip.embeddings import (EmbeddingStore, IncompleteStoreError, StoreMismatchError,
@@ -167,7 +167,8 @@ def test_two_ranks_equal_one_process(encoder, records, tmp_path, reference):
 
 
 @pytest.mark.distributed
-def test_torchrun_two_processes_equal_one_process(tiny_llama, records, tmp_path):
+@pytest.mark.parametrize("launch", [cli_under_torchrun, cli_under_accelerate], ids=["torchrun", "accelerate"])
+def test_two_launched_processes_equal_one_process(tiny_llama, records, tmp_path, launch):
     data = tmp_path / "captions.jsonl"
     with data.open("w", encoding="utf-8") as handle:
         for r in records:  # the scalar fields only: a list field round-trips as caption.i anyway
@@ -176,7 +177,7 @@ def test_torchrun_two_processes_equal_one_process(tiny_llama, records, tmp_path)
     args = ["embed", "--model", tiny_llama, "--data", str(data), "--out", str(tmp_path / "two"),
             "--fields", "raw_caption", "shortSV", "--shard-size", str(SHARD), "--batch-size", str(BATCH),
             "--precision", "fp32", "--device", "cpu"]
-    cli_under_torchrun(2, *args)
+    launch(2, *args)
     file_records, _ = read_caption_records(data, caption_fields=["raw_caption", "shortSV"])
     store = EmbeddingStore.open(tmp_path / "two", expected_identity=expected_identity_of_folder(tiny_llama),
                                 records=file_records)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli_under_torchrun, last_checkpoint_weights, logged_losses
+from helpers import cli_under_accelerate, cli_under_torchrun, last_checkpoint_weights, logged_losses
 
 from llm2clip.cli import main as cli_main
 from llm2clip.config import ConfigError, load_config
@@ -91,7 +91,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_llama, 
 
 
 @pytest.mark.distributed
-def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_llama):
+@pytest.mark.parametrize("launch", [cli_under_torchrun, cli_under_accelerate], ids=["torchrun", "accelerate"])
+def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_llama, launch):
     def run(nproc: int, batch: int, name: str) -> Path:
         cfg_file = tmp_path / f"{name}.yaml"
         data = write_records(tmp_path / "captions.jsonl")
@@ -100,7 +101,7 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_llam
             f"data: {{train: {data}}}\n"
             f"train: {{output_dir: {tmp_path / name}, batch_size: {batch}, max_steps: 4, lr: 1.0e-3,"
             f" warmup_steps: 1, save_every: 4, precision: fp32, device: cpu}}\n")
-        cli_under_torchrun(nproc, "stage1", "--config", str(cfg_file))
+        launch(nproc, "stage1", "--config", str(cfg_file))
         return tmp_path / name
 
     one, two = run(1, 8, "one"), run(2, 4, "two")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli_under_torchrun, last_checkpoint_weights, logged_losses
+from helpers import cli_under_accelerate, cli_under_torchrun, last_checkpoint_weights, logged_losses
 from PIL import Image
 
 from llm2clip.config import load_config
@@ -113,8 +113,10 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_visions
 
 
 @pytest.mark.distributed
-def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_visions, stage1_folder):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_visions, stage1_folder, launcher):
     data, _ = write_dataset(tmp_path / "data")
+    launch = cli_under_torchrun if launcher == "torchrun" else cli_under_accelerate
 
     def run(nproc: int, batch: int, name: str) -> Path:
         cfg_file = tmp_path / f"{name}.yaml"
@@ -124,7 +126,7 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_visi
             f"data: {{train: {data}, real_fields: [raw_caption], dense_fields: [longSV], num_workers: 0}}\n"
             f"train: {{mode: online_frozen, output_dir: {tmp_path / name}, batch_size: {batch}, max_steps: 3,"
             f" lr_vision: 1.0e-3, lr_adaptor: 3.0e-3, warmup_steps: 1, save_every: 3, precision: fp32, device: cpu}}\n")
-        cli_under_torchrun(nproc, "stage2", "--config", str(cfg_file))
+        launch(nproc, "stage2", "--config", str(cfg_file))
         return tmp_path / name
 
     one, two = run(1, 8, "one"), run(2, 4, "two")
