@@ -70,6 +70,13 @@ def test_bad_shapes_are_clear():
         retrieval_metrics(torch.zeros(3, 4), torch.zeros(1, 4), [3])
 
 
+def test_non_finite_embeddings_are_refused_not_counted_as_hits():
+    texts = torch.eye(4)
+    texts[2, 0] = float("nan")  # compares False with everything: would rank first if allowed
+    with pytest.raises(ValueError, match="1 text embeddings hold NaN/inf .first at row 2"):
+        retrieval_metrics(torch.eye(4), texts, [0, 1, 2, 3])
+
+
 def test_caption_retrieval_accuracy_is_t2i_on_paired_rows():
     images, texts, owner = random_problem(n_images=30, seed=9)
     g = torch.Generator().manual_seed(1)

@@ -53,7 +53,7 @@ def text_to_image_ranks(images: torch.Tensor, texts: torch.Tensor, owner: torch.
         scores = texts[start:stop] @ images.T  # [chunk, n_images]
         rows = torch.arange(stop - start)
         correct = scores[rows, owner[start:stop]]
-        ranks[start:stop] = (scores >= correct[:, None]).sum(1) - 1  # minus the image itself
+        ranks[start:stop] = _count_at_least(scores, correct) - 1  # minus the image itself
     return ranks
 
 
@@ -63,15 +63,34 @@ def image_to_text_ranks(images: torch.Tensor, texts: torch.Tensor, owner: torch.
     """0-based rank of each image's best own text among all texts (images with texts only)."""
     has_text = torch.zeros(len(images), dtype=torch.bool)
     has_text[owner] = True
+    # texts grouped by image, so a chunk of images finds its own texts by slicing, and the
+    # score block is read only twice (matmul out, one comparison): no [chunk, N] masks
+    by_image = torch.argsort(owner, stable=True)
+    bounds = torch.searchsorted(owner[by_image], torch.arange(len(images) + 1)).tolist()
     ranks = torch.empty(len(images), dtype=torch.long)
     step = _chunk(len(texts), block_elements)
     for start in range(0, len(images), step):
         stop = min(start + step, len(images))
         scores = images[start:stop] @ texts.T  # [chunk, n_texts]
-        own = owner[None, :] == torch.arange(start, stop)[:, None]
-        best_own = scores.masked_fill(~own, float("-inf")).max(1).values
-        ranks[start:stop] = ((scores >= best_own[:, None]) & ~own).sum(1)
+        cols = by_image[bounds[start]:bounds[stop]]  # this chunk's own texts
+        rows = owner[cols] - start
+        own = scores[rows, cols]
+        best_own = torch.full((stop - start,), float("-inf")).scatter_reduce_(0, rows, own, "amax")
+        own_at_best = torch.zeros(stop - start, dtype=torch.long).scatter_add_(0, rows, (own >= best_own[rows]).long())
+        # wrong texts scoring at least the best own one = all such texts minus the own ones
+        ranks[start:stop] = _count_at_least(scores, best_own) - own_at_best
     return ranks[has_text]
+
+
+def _count_at_least(scores: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Per row, how many scores are >= its threshold. Overwrites `scores` (a scratch block).
+
+    In place and summed as floats: `(scores >= t).sum(1)` would allocate a bool block and
+    convert it to int64 on the way, which costs more than the matmul's share on a CPU.
+    Sums of 0/1 values are exact in float32 up to 2**24 per row, in float64 beyond.
+    """
+    exact = torch.float32 if scores.shape[1] < 2 ** 24 else torch.float64
+    return scores.ge_(threshold[:, None]).sum(1, dtype=exact).long()
 
 
 def _chunk(n_keys: int, block_elements: int) -> int:
@@ -94,3 +113,9 @@ def _check(images: torch.Tensor, texts: torch.Tensor, owner: torch.Tensor) -> No
         raise ValueError("retrieval needs at least one image and one text")
     if owner.min() < 0 or owner.max() >= len(images):
         raise ValueError(f"text_to_image holds an index outside [0, {len(images)})")
+    # a NaN score compares False with everything, so a NaN row would rank first: refuse it
+    for name, emb in (("image", images), ("text", texts)):
+        bad = (~torch.isfinite(emb)).any(1).nonzero().flatten()
+        if len(bad):
+            raise ValueError(f"{len(bad)} {name} embeddings hold NaN/inf (first at row {bad[0].item()}); "
+                             "the model produced non-finite outputs")

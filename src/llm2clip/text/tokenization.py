@@ -99,16 +99,38 @@ class CaptionTokenizer:
         }
 
 
+# What starting one more batch costs, in padded token slots per row of a full batch: the
+# fixed cost of a forward call (kernel launches, Python, under-filled matmuls). Batches
+# are cut to minimise padding + this, so a heavy-tailed length mix pays little padding
+# without falling apart into tiny batches.
+BATCH_COST_SLOTS_PER_ROW = 4
+
+
 def plan_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Batches of indices into `lengths`, grouped by length so each batch pads little.
 
-    A stable sort, then consecutive chunks: the rule `CaptionEncoder.encode` batches by (and the
-    embedding store, which encodes through it).
+    The rule `CaptionEncoder.encode` batches by (and the embedding store, which encodes
+    through it): sort by length (stable), then cut the sorted order into runs of at most
+    `batch_size` that minimise the padded token slots plus a fixed cost per batch
+    (`BATCH_COST_SLOTS_PER_ROW * batch_size` slots), exactly, by dynamic programming. Never
+    more padding than cutting the sorted order into full consecutive chunks.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    sorted_lengths = [lengths[i] for i in order]
+    batch_cost = BATCH_COST_SLOTS_PER_ROW * batch_size
+    # best[j]: least cost of batching the j shortest; start[j]: where its last batch starts
+    best, start = [0] + [0] * len(order), [0] * (len(order) + 1)
+    for stop in range(1, len(order) + 1):
+        longest = sorted_lengths[stop - 1]  # sorted: the last row of a run is its longest
+        best[stop], start[stop] = min((best[first] + (stop - first) * longest + batch_cost, first)
+                                      for first in range(max(0, stop - batch_size), stop))
+    batches, stop = [], len(order)
+    while stop > 0:
+        batches.append(order[start[stop]:stop])
+        stop = start[stop]
+    return batches[::-1]
 
 
 def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
