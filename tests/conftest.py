@@ -51,3 +51,24 @@ def save_tiny_vision(directory, arch: str = "clip", seed: int = 0):
 def tiny_visions(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-vision")
     return {arch: save_tiny_vision(root / arch, arch) for arch in ("clip", "siglip")}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A random CLIPModel (hidden 32, projection 24) with MiniLM's WordPiece tokenizer (EOS = [SEP])."""
+    import torch
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from llm2clip.baseline.text_tower import embedded_minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_minilm_path())
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    config = CLIPConfig(text_config={**tower, "vocab_size": tokenizer.vocab_size, "max_position_embeddings": 77,
+                                     "eos_token_id": tokenizer.sep_token_id, "pad_token_id": tokenizer.pad_token_id},
+                        vision_config={**tower, "image_size": 32, "patch_size": 8}, projection_dim=24)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return str(folder)

@@ -110,24 +110,6 @@ def test_dual_encoder_folder_errors(tmp_path):
         DualEncoder.from_pretrained(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    """A random CLIPModel (hidden 32) with MiniLM's WordPiece tokenizer (EOS = [SEP])."""
-    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_minilm_path())
-    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-    config = CLIPConfig(text_config={**tower, "vocab_size": tokenizer.vocab_size, "max_position_embeddings": 77,
-                                     "eos_token_id": tokenizer.sep_token_id, "pad_token_id": tokenizer.pad_token_id},
-                        vision_config={**tower, "image_size": 32, "patch_size": 8}, projection_dim=24)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
 def test_hf_clip_baseline_uses_the_models_own_towers_truncated_at_77(tiny_clip):
     baseline = HFClipBaseline.from_pretrained(tiny_clip).eval()
     assert baseline.max_text_tokens == 77

@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="also write the result as JSON here")
     c.set_defaults(run=_eval_cra)
 
+    p = sub.add_parser("concat-encoder", help="method (d): a caption encoder = stage-1 LLM embedding ‖ CLIP text "
+                       "embedding, usable wherever a caption-encoder folder is")
+    p.add_argument("--llm", required=True, help="the stage-1 caption encoder folder (or any LLM name/id)")
+    p.add_argument("--clip-text", required=True, help="the original CLIP: an HF CLIP/SigLIP id or folder, "
+                   "or a DualEncoder folder")
+    p.add_argument("--out", required=True, help="folder to write (concat_encoder.json + llm/)")
+    p.set_defaults(run=_concat_encoder)
+
     p = sub.add_parser("demo", help="the method end to end on embedded models and data, on a CPU")
     p.add_argument("--out", default="runs/demo", help="output folder (finished steps are reused)")
     p.add_argument("--fast", action="store_true", help="a ~2-minute smoke version")
@@ -141,6 +149,14 @@ def _eval_cra(args) -> int:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             handle.write(text + "\n")
+    return 0
+
+
+def _concat_encoder(args) -> int:
+    from .text.concat_encoder import make_concat_encoder
+
+    encoder = make_concat_encoder(args.llm, args.clip_text, args.out)
+    print(f"{args.out}: [LLM {encoder.llm.dim} ‖ CLIP text {encoder.clip_text.embed_dim}] = {encoder.dim} dimensions")
     return 0
 
 

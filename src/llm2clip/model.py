@@ -127,9 +127,9 @@ class LLM2CLIP(nn.Module):
         config = LLM2CLIPConfig.from_dict(json.loads(config_file.read_text(encoding="utf-8")))
         encoder = None
         if load_caption_encoder and (directory / "caption_encoder").is_dir():
-            from .text import CaptionEncoder
+            from .text import load_caption_encoder
 
-            encoder = CaptionEncoder.from_pretrained(directory / "caption_encoder", device=device)
+            encoder = load_caption_encoder(directory / "caption_encoder", device=device)
             encoder.requires_grad_(False).eval()
         model = cls(config, load_vision_tower(directory / "vision"), encoder)
         state = load_file(str(directory / WEIGHTS_FILE))

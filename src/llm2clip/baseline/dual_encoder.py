@@ -92,6 +92,13 @@ class DualEncoder(nn.Module):
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         return self.project_texts(self.text_features(texts, batch_size))
 
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.text_tower.tokenize(texts)
+
+    def encode_tokens(self, **tokens: torch.Tensor) -> torch.Tensor:
+        """A batch from `tokenize` -> normalised text embeddings (what encode_text gives)."""
+        return self.project_texts(self.text_tower.features(**tokens))
+
     def scale(self) -> torch.Tensor:
         return self.logit_scale.exp().clamp(max=100.0)
 

@@ -42,18 +42,26 @@ class HFClipBaseline(nn.Module):
         pixels = images if torch.is_tensor(images) else self.processor(images=list(images), return_tensors="pt")["pixel_values"]
         return F.normalize(_features(self.model.get_image_features(pixel_values=pixels.to(self.device))), dim=-1)
 
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.config.projection_dim)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Texts -> the text tower's input, cut at its positions (counted)."""
+        self.truncated_texts += count_truncated(self.tokenizer, texts, self.max_text_tokens)
+        batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_text_tokens, padding=self.padding,
+                               return_tensors="pt")
+        return {k: batch[k] for k in ("input_ids", "attention_mask") if k in batch}
+
+    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.model.get_text_features(input_ids=input_ids.to(self.device), attention_mask=None
+                                                if attention_mask is None else attention_mask.to(self.device))
+        return F.normalize(_features(features), dim=-1)
+
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start:start + batch_size])
-            self.truncated_texts += count_truncated(self.tokenizer, chunk, self.max_text_tokens)
-            batch = self.tokenizer(chunk, truncation=True, max_length=self.max_text_tokens, padding=self.padding,
-                                   return_tensors="pt").to(self.device)
-            batch.pop("token_type_ids", None)
-            chunks.append(F.normalize(_features(self.model.get_text_features(**batch)), dim=-1))
-        return torch.cat(chunks) if chunks else torch.empty(0, self.model.config.projection_dim)
-
+        chunks = [self.encode_tokens(**self.tokenize(texts[s:s + batch_size])) for s in range(0, len(texts), batch_size)]
+        return torch.cat(chunks) if chunks else torch.empty(0, self.embed_dim)
 
 def _features(output) -> torch.Tensor:
     """transformers 5 returns a model output whose pooler_output holds the projected features."""

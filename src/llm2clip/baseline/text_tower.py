@@ -51,10 +51,19 @@ class SentenceTextTower(nn.Module):
     def width(self) -> int:
         return self.model.config.hidden_size
 
-    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Texts -> the model's input, cut at `max_tokens` (counted)."""
         self.num_truncated += count_truncated(self.tokenizer, texts, self.max_tokens)
-        batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens, padding=True,
-                               return_tensors="pt").to(self.model.device)
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # mean over real tokens only
+        return dict(self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens, padding=True,
+                                   return_tensors="pt"))
+
+    def features(self, input_ids, attention_mask, **rest) -> torch.Tensor:
+        """A tokenised batch -> mean of the last hidden states over real tokens."""
+        device = self.model.device
+        hidden = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                            **{k: v.to(device) for k, v in rest.items()}).last_hidden_state
+        mask = attention_mask.to(device).unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.features(**self.tokenize(texts))

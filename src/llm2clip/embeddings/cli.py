@@ -39,7 +39,7 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_embed(args) -> int:
     from ..data.records import read_caption_records
-    from ..text import CaptionEncoder
+    from ..text import load_caption_encoder
     from .writer import write_embedding_store
 
     started = _init_distributed()
@@ -52,8 +52,8 @@ def run_embed(args) -> int:
         records, stats = read_caption_records(args.data, caption_fields=args.fields, id_field=args.id_field)
         if main:
             logging.getLogger("llm2clip").info("%s", stats.summary())
-        encoder = CaptionEncoder.from_pretrained(args.model, device=args.device or _default_device(),
-                                                 precision=args.precision)
+        encoder = load_caption_encoder(args.model, device=args.device or _default_device(),
+                                       precision=args.precision)
         encoder.requires_grad_(False)
         out = write_embedding_store(encoder, records, args.out, dtype=args.dtype, shard_size=args.shard_size,
                                     batch_size=args.batch_size, rank=args.rank, world_size=args.world_size,

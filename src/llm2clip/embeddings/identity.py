@@ -77,8 +77,8 @@ def expected_identity_of_folder(path: str) -> dict[str, Any]:
     """The identity `store_identity(CaptionEncoder.from_pretrained(path))` would give.
 
     A folder saved by `CaptionEncoder.save_pretrained` is read from its files (settings +
-    adapter or model safetensors), without loading the LLM. Anything else (a base LLM's
-    name or folder) has no saved settings to read, so the encoder is loaded.
+    adapter or model safetensors), without loading the LLM. Anything else (a concat-encoder
+    folder, a base LLM's name or folder) is loaded to tell.
     """
     folder = Path(path)
     settings_file = folder / SETTINGS_FILE
@@ -99,9 +99,9 @@ def expected_identity_of_folder(path: str) -> dict[str, Any]:
 
 
 def _identity_by_loading(path: str) -> dict[str, Any]:
-    from ..text import CaptionEncoder
+    from ..text import load_caption_encoder
 
-    return store_identity(CaptionEncoder.from_pretrained(path, precision="fp32"))
+    return store_identity(load_caption_encoder(path, precision="fp32"))
 
 
 class _SafetensorsTensors(Mapping):

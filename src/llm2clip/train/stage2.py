@@ -80,7 +80,7 @@ def train_stage2(cfg: Stage2Config, resume: bool = False) -> dict[str, Any]:
 # ------------------------------------------------------------------ building
 def load_text_side(cfg: Stage2Config):
     """(caption encoder or None, embedding store or None) for the configured mode."""
-    from ..text import CaptionEncoder
+    from ..text import load_caption_encoder
 
     if cfg.train.mode == "offline":
         from ..embeddings import EmbeddingStore, expected_identity_of_folder
@@ -88,7 +88,7 @@ def load_text_side(cfg: Stage2Config):
         store = EmbeddingStore.open(cfg.data.embeddings,
                                     expected_identity=expected_identity_of_folder(cfg.model.caption_encoder))
         return None, store
-    encoder = CaptionEncoder.from_pretrained(cfg.model.caption_encoder, precision="fp32")
+    encoder = load_caption_encoder(cfg.model.caption_encoder, precision="fp32")
     encoder.requires_grad_(False)
     if cfg.train.mode == "online_lora":
         if not encoder.has_lora:
