@@ -20,7 +20,7 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("embed", help="store the caption encoder's embeddings of every caption (offline stage 2)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="caption encoder: stage-1 folder, embedded name, HF id or path")
-    p.add_argument("--data", required=True, help="caption records file (CSV/TSV/JSONL/JSON)")
+    p.add_argument("--data", required=True, help="caption records file (CSV/TSV/JSONL/JSON) or webdataset shards (\"shards/{00000..00099}.tar\")")
     p.add_argument("--fields", nargs="+", help="caption fields to embed (default: the reader's default fields)")
     p.add_argument("--out", required=True, help="store folder (rerun the same command to resume)")
     p.add_argument("--dtype", choices=DTYPES, default="fp16", help="storage dtype (default fp16)")
@@ -39,6 +39,7 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_embed(args) -> int:
     from ..data.records import read_caption_records
+    from ..data.webdataset_source import is_shard_spec, read_webdataset_records
     from ..text import load_caption_encoder
     from .writer import write_embedding_store
 
@@ -49,9 +50,14 @@ def run_embed(args) -> int:
         main = dist_utils.rank() == 0 and (args.rank or 0) == 0
         logging.basicConfig(level=logging.INFO if main else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        records, stats = read_caption_records(args.data, caption_fields=args.fields, id_field=args.id_field)
+        if is_shard_spec(args.data):
+            records = read_webdataset_records(args.data, caption_fields=args.fields)
+            summary = f"{args.data}: {len(records)} samples with captions"
+        else:
+            records, stats = read_caption_records(args.data, caption_fields=args.fields, id_field=args.id_field)
+            summary = stats.summary()
         if main:
-            logging.getLogger("llm2clip").info("%s", stats.summary())
+            logging.getLogger("llm2clip").info("%s", summary)
         encoder = load_caption_encoder(args.model, device=args.device or _default_device(),
                                        precision=args.precision)
         encoder.requires_grad_(False)

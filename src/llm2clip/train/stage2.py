@@ -52,9 +52,14 @@ def train_stage2(cfg: Stage2Config, resume: bool = False) -> dict[str, Any]:
     model = build_model(cfg, encoder, store)
     objective = Stage2Objective(model, t.loss, encoder if t.mode != "offline" else None,
                                 train_encoder=t.mode == "online_lora")
-    dataset = build_dataset(cfg, model, store)
-    plan = BatchPlan(len(dataset), t.batch_size * accelerator.num_processes, t.seed)
-    steps = total_steps(t.max_steps, t.epochs, plan.steps_per_epoch, t.grad_accum)
+    global_batch = t.batch_size * accelerator.num_processes
+    if cfg.data.train_shards:
+        dataset, plan = None, None
+        steps = total_steps(t.max_steps, t.epochs, (cfg.data.samples_per_epoch or 0) // global_batch, t.grad_accum)
+    else:
+        dataset = build_dataset(cfg, model, store)
+        plan = BatchPlan(len(dataset), global_batch, t.seed)
+        steps = total_steps(t.max_steps, t.epochs, plan.steps_per_epoch, t.grad_accum)
     optimizer = build_adamw(param_groups(cfg, model, encoder), t.lr_vision, t.weight_decay_vision)
     scheduler = build_schedule(optimizer, t.schedule, t.warmup_steps, steps)
     metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
@@ -62,9 +67,12 @@ def train_stage2(cfg: Stage2Config, resume: bool = False) -> dict[str, Any]:
 
     start = restore_training_state(out, objective, optimizer, scheduler, [metrics, skipped_log])[0] if resume else 0
     prepared, optimizer = accelerator.prepare(objective, optimizer)
-    loader = DataLoader(dataset, collate_fn=collate_samples, num_workers=cfg.data.num_workers,
-                        batch_sampler=StepBatchSampler(plan, start * t.grad_accum, steps * t.grad_accum,
-                                                       accelerator.process_index, accelerator.num_processes))
+    if dataset is None:
+        loader = build_stream_loader(cfg, model, store, start * t.grad_accum, accelerator)
+    else:
+        loader = DataLoader(dataset, collate_fn=collate_samples, num_workers=cfg.data.num_workers,
+                            batch_sampler=StepBatchSampler(plan, start * t.grad_accum, steps * t.grad_accum,
+                                                           accelerator.process_index, accelerator.num_processes))
     skipped = _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loader, metrics,
                           skipped_log, out, start, steps)
     summary: dict[str, Any] = {"steps": steps, "output_dir": str(out), "skipped": dict(skipped)}
@@ -128,6 +136,19 @@ def build_dataset(cfg: Stage2Config, model: LLM2CLIP, store) -> ImageTextDataset
     root = d.image_root or str(Path(d.train).resolve().parent)
     return ImageTextDataset(records, root, model.vision.preprocess, choice, store=store,
                             with_text=cfg.train.mode != "offline")
+
+
+def build_stream_loader(cfg: Stage2Config, model: LLM2CLIP, store, done_batches: int, accelerator) -> DataLoader:
+    """Webdataset shards, streamed; `done_batches` micro-batches of this rank were trained already."""
+    from ..data.webdataset_source import WebDatasetStream, as_is
+
+    d = cfg.data
+    choice = CaptionChoice(tuple(d.real_fields), tuple(d.dense_fields), d.dense_ratio, cfg.train.seed)
+    stream = WebDatasetStream(d.train_shards, model.vision.preprocess, choice, cfg.train.batch_size, store=store,
+                              with_text=cfg.train.mode != "offline", seed=cfg.train.seed,
+                              rank=accelerator.process_index, world_size=accelerator.num_processes,
+                              resampled=d.resampled, skip_batches=done_batches)
+    return DataLoader(stream, batch_size=None, collate_fn=as_is, num_workers=d.num_workers)
 
 
 def param_groups(cfg: Stage2Config, model: LLM2CLIP, encoder) -> list[dict]:

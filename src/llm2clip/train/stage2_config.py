@@ -24,6 +24,10 @@ class Stage2Model:
 @dataclass
 class Stage2Data:
     train: str = ""  # caption records (CSV/TSV/JSONL) with an image path per row
+    # or webdataset shards (img2dataset layout), streamed: "shards/{00000..00999}.tar", URLs, "pipe:..."
+    train_shards: str | None = None
+    samples_per_epoch: int | None = None  # with train_shards: what train.epochs counts (else set max_steps)
+    resampled: bool = False  # with train_shards: draw shards with replacement instead of epoch-wise
     image_root: str | None = None  # image paths resolve here (default: the data file's folder)
     id_field: str = "id"
     image_field: str = "image"
@@ -71,8 +75,11 @@ class Stage2Config:
             raise ValueError(f"train.mode must be one of {MODES}, got {self.train.mode!r}")
         if self.train.loss not in LOSSES:
             raise ValueError(f"train.loss must be one of {LOSSES}, got {self.train.loss!r}")
-        if not self.data.train:
-            raise ValueError("data.train is required (image-caption records)")
+        if bool(self.data.train) == bool(self.data.train_shards):
+            raise ValueError("set exactly one of data.train (image-caption records) and data.train_shards "
+                             "(webdataset shards)")
+        if self.data.train_shards and not self.train.max_steps and not self.data.samples_per_epoch:
+            raise ValueError("streamed shards have no known length: set train.max_steps or data.samples_per_epoch")
         if self.train.mode == "offline" and not self.data.embeddings:
             raise ValueError("offline mode needs data.embeddings (a store written by `llm2clip embed`)")
         if not self.model.caption_encoder:

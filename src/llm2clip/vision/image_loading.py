@@ -7,6 +7,7 @@ naming the file, which the stage-2 loader turns into a counted skip.
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 
@@ -27,25 +28,40 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     try:
         if os.path.getsize(path) == 0:
             raise ImageError(f"{path}: empty file")
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    return _decode(path, str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """`load_image` for bytes already in memory (a webdataset member); `name` labels errors."""
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source, name: str, max_pixels: int) -> Image.Image:
+    try:
         with warnings.catch_warnings():
             # PIL only warns between its limit and twice it; below our limit, an error
             bomb = "error" if max_pixels <= (Image.MAX_IMAGE_PIXELS or max_pixels) else "ignore"
             warnings.simplefilter(bomb, Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 if image.width * image.height > max_pixels:
-                    raise ImageError(f"{path}: {image.width}x{image.height} pixels exceeds the limit of {max_pixels}")
+                    raise ImageError(f"{name}: {image.width}x{image.height} pixels exceeds the limit of {max_pixels}")
                 image.load()  # decode now: truncation shows up here, not later
                 return to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{name}: no such file") from None
     except Image.DecompressionBombError as err:
-        raise ImageError(f"{path}: decompression bomb, exceeds the limit ({err})") from None
+        raise ImageError(f"{name}: decompression bomb, exceeds the limit ({err})") from None
     except Image.DecompressionBombWarning as err:
-        raise ImageError(f"{path}: decompression bomb, exceeds the limit of {max_pixels} ({err})") from None
+        raise ImageError(f"{name}: decompression bomb, exceeds the limit of {max_pixels} ({err})") from None
     except Exception as err:  # noqa: BLE001 - PIL's decoders raise many types on corrupt data
-        raise ImageError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
+        detail = str(err).replace(repr(source), "the data")  # no object address: messages stay reproducible
+        raise ImageError(f"{name}: unreadable image ({type(err).__name__}: {detail})") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -1,0 +1,205 @@
+"""Stage-2 data streamed from webdataset tar shards (img2dataset layout).
+
+A sample is the tar members sharing a key: an image (`jpg`/`jpeg`/`png`/`webp`), the
+real caption in `txt`, and a `json` whose string fields are more captions (DreamLIP's
+`longSV`, ... or img2dataset's `caption`); `txt` counts as the field `caption` unless
+the json has one. The sample id is the key, so a store written by
+`llm2clip embed --data "shards/{00000..00099}.tar"` joins to it.
+
+Shards are given as a brace pattern, a `::`-joined list, local paths, URLs or `pipe:`
+commands (webdataset's own expansion and openers). Every epoch permutes the shard list
+with (seed, epoch); process `rank` of `world_size` takes every world_size-th shard and
+DataLoader worker w of W every W-th of those, so each shard is read once per epoch
+across all ranks and workers (`resampled: true` draws shards with replacement instead).
+Each worker batches its own samples, and the DataLoader hands out worker batches
+round-robin, so batch b of the run is batch b // W of worker b % W: a resumed run skips
+exactly the raw samples of the batches already trained (without decoding them) and then
+sees what an uninterrupted run would. Resuming needs the same shards, workers, batch
+size and processes.
+
+Per-sample faults (unreadable image, no image, a key that tries to leave its folder, no
+caption, no embedding) are counted skips, as for CSV/JSONL data; a shard that cannot be
+opened or is truncated is logged and the rest of that shard is skipped.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .caption_choice import CaptionChoice
+from .errors import DataError
+from .image_text import collate_samples
+from .records import CaptionRecord
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+
+def expand_shards(spec: str | list[str]) -> list[str]:
+    """`data/{00000..00009}.tar` (or `a.tar::b.tar`, or a list) -> the shard URLs."""
+    from webdataset.shardlists import expand_urls
+
+    shards = [u for item in ([spec] if isinstance(spec, str) else spec) for u in expand_urls(item)]
+    if not shards:
+        raise DataError(f"no shards in {spec!r}")
+    return shards
+
+
+def is_shard_spec(data: str) -> bool:
+    """True for webdataset shards (`x.tar`, `x-{000..009}.tar`, `pipe:... .tar`), not a records file."""
+    return ".tar" in str(data)
+
+
+def iter_shard(url: str, on_error: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+    """The raw samples of one shard ({'__key__', '__url__', ext: bytes, ...}); a broken shard
+    ends early and is reported to `on_error` (default: raise DataError naming it)."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
+
+    try:
+        yield from group_by_keys(tar_file_expander(url_opener([{"url": url}])))
+    except Exception as err:  # noqa: BLE001 - tarfile/gopen raise many kinds on a bad shard
+        message = f"{url}: unreadable shard ({type(err).__name__}: {err})"
+        if on_error is None:
+            raise DataError(message) from None
+        on_error(message)
+
+
+def sample_captions(sample: dict[str, Any]) -> dict[str, str]:
+    """{field: caption} of a raw sample: the json's non-empty string fields, + `txt` as `caption`."""
+    captions: dict[str, str] = {}
+    if "json" in sample:
+        try:
+            meta = json.loads(sample["json"])
+        except (ValueError, UnicodeDecodeError) as err:
+            raise DataError(f"{sample['__url__']}: {sample['__key__']}.json is not JSON ({err})") from None
+        if isinstance(meta, dict):
+            captions.update({k: v for k, v in meta.items() if isinstance(v, str) and v.strip() and k != "key"})
+    if "txt" in sample:
+        text = sample["txt"].decode("utf-8", errors="replace").strip()
+        if text:
+            captions.setdefault("caption", text)
+    return captions
+
+
+def check_key(sample: dict[str, Any]) -> str:
+    """The sample id; a key that is absolute or climbs out (`../`) is refused."""
+    key = sample["__key__"]
+    parts = key.replace("\\", "/").split("/")
+    if key.startswith(("/", "\\")) or ".." in parts:
+        raise DataError(f"{sample['__url__']}: sample key {key!r} leaves the shard's folder")
+    return key
+
+
+def read_webdataset_records(spec: str | list[str], caption_fields: list[str] | None = None) -> list[CaptionRecord]:
+    """Caption records of every sample in the shards (for `llm2clip embed`); images are
+    not decoded. `caption_fields` keeps only those fields (samples with none are left out)."""
+    records, seen, unsafe = [], set(), []
+    for url in expand_shards(spec):
+        for sample in iter_shard(url):
+            try:
+                key = check_key(sample)
+            except DataError as err:  # a per-sample fault: counted and left out, as in training
+                unsafe.append(str(err))
+                continue
+            if key in seen:
+                raise DataError(f"{url}: sample key {key!r} occurs twice in the shards")
+            seen.add(key)
+            captions = sample_captions(sample)
+            if caption_fields is not None:
+                captions = {f: captions[f] for f in caption_fields if f in captions}
+            if captions:
+                records.append(CaptionRecord(id=key, captions=list(captions.values()),
+                                             sources=list(captions.keys()), image=None))
+    if unsafe:
+        log.warning("left out %d samples whose key leaves the shard's folder, e.g. %s", len(unsafe), unsafe[0])
+    if not records:
+        raise DataError(f"{spec}: no samples with captions{' in ' + str(caption_fields) if caption_fields else ''}")
+    return records
+
+
+class WebDatasetStream(IterableDataset):
+    """Batches (as `collate_samples` makes them) of one rank, forever; see the module doc."""
+
+    def __init__(self, shards: str | list[str], preprocess, choice: CaptionChoice, batch_size: int,
+                 store=None, with_text: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 resampled: bool = False, skip_batches: int = 0):
+        self.shards = expand_shards(shards)
+        if len(self.shards) < world_size and not resampled:
+            raise DataError(f"{len(self.shards)} shards cannot feed {world_size} processes; use more shards "
+                            "or data.resampled: true")
+        self.preprocess, self.choice, self.batch_size = preprocess, choice, batch_size
+        self.store, self.with_text = store, with_text
+        self.seed, self.rank, self.world_size, self.resampled = seed, rank, world_size, resampled
+        self.skip_batches = skip_batches  # batches of this rank already trained (resume)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        physical, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # the DataLoader asks worker 0 first, so worker 0 plays the stream that owns batch
+        # skip_batches; a stream owns batches b with b % workers == its index
+        worker = (physical + self.skip_batches) % workers
+        mine = len(range(worker, self.skip_batches, workers))
+        raw = itertools.islice(self._raw_samples(worker, workers), mine * self.batch_size, None)
+        while True:
+            items = [self._sample(s, epoch) for s, epoch in itertools.islice(raw, self.batch_size)]
+            if len(items) < self.batch_size:
+                return
+            yield collate_samples(items)
+
+    def _raw_samples(self, worker: int, workers: int) -> Iterator[tuple[dict, int]]:
+        for epoch in itertools.count():
+            for url in self._epoch_shards(epoch, worker, workers):
+                for sample in iter_shard(url, on_error=log.warning):
+                    yield sample, epoch
+
+    def _epoch_shards(self, epoch: int, worker: int, workers: int) -> list[str]:
+        if self.resampled:  # with replacement, independent per rank and worker
+            rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
+            return [self.shards[i] for i in rng.integers(len(self.shards), size=len(self.shards))]
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.shards))
+        mine = [self.shards[i] for i in order[self.rank::self.world_size]][worker::workers]
+        if not mine:
+            raise DataError(f"rank {self.rank} worker {worker} has no shard: {len(self.shards)} shards for "
+                            f"{self.world_size} processes x {workers} workers; use fewer workers or more shards")
+        return mine
+
+    def _sample(self, sample: dict[str, Any], epoch: int) -> dict[str, Any]:
+        from ..vision.image_loading import decode_image
+
+        key = sample.get("__key__", "?")
+        try:
+            key = check_key(sample)
+            captions = sample_captions(sample)
+            index = int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:12], 16)  # a stable per-sample draw
+            source = self.choice.pick(captions, index, epoch)
+            if source is None:
+                return {"id": key, "skipped": "no_caption_in_the_configured_fields"}
+            item: dict[str, Any] = {"id": key, "source": source}
+            if self.store is not None:
+                try:
+                    item["text_embedding"] = torch.from_numpy(self.store.get(key, source))
+                except KeyError:
+                    return {"id": key, "skipped": "no_embedding_in_the_store"}
+            if self.with_text:
+                item["text"] = captions[source]
+            ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
+            if ext is None:
+                return {"id": key, "skipped": "no_image_in_the_sample"}
+            image = decode_image(sample[ext], f"{sample['__url__']}:{key}.{ext}")
+            item["pixels"] = self.preprocess([image])[0]
+            return item
+        except (DataError, OSError) as err:
+            return {"id": key, "skipped": type(err).__name__ + ": " + str(err)}
+
+
+def as_is(batch):
+    """The DataLoader's collate for a stream that batches itself (module-level: workers pickle it)."""
+    return batch
