@@ -6,15 +6,27 @@ import os
 from pathlib import Path
 
 
+class WriteError(RuntimeError):
+    """A file could not be written (disk full, permissions, ...); the message names it and
+    says that what was there before is untouched."""
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, suffix: str = ".tmp") -> None:
-    """Write to `<name><suffix>`, fsync, rename over `path`, then fsync the folder."""
+    """Write to `<name><suffix>`, fsync, rename over `path`, then fsync the folder. On a
+    failed write (e.g. disk full) the temporary file is removed and `path` keeps its old
+    content; a WriteError says so."""
     path = Path(path)
     tmp = path.with_name(path.name + suffix)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"could not write {path} ({err.strerror or err}); "
+                         "the previous version, if any, is untouched") from err
     _fsync_dir(path.parent)
 
 

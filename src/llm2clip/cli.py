@@ -8,12 +8,13 @@ import os
 import sys
 from pathlib import Path
 
+from .atomic_file import WriteError
 from .config import ConfigError, load_config
 from .train.runtime import TrainingError
 
 # Bad input (configs, data, model names) and failed runs raise these with a message that
 # names the file/key; print it plainly. Anything else is a bug: keep its traceback.
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, TrainingError)
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, TrainingError, WriteError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,11 +27,14 @@ class HFClipBaseline(nn.Module):
     def from_pretrained(cls, source: str | os.PathLike) -> "HFClipBaseline":
         from transformers import AutoConfig, AutoTokenizer, CLIPModel, SiglipModel
 
+        from ..safe_loading import require_safetensors
+
+        require_safetensors(source)
         kind = AutoConfig.from_pretrained(source).model_type
         if kind not in ("clip", "siglip"):
             raise ValueError(f"{source}: a {kind!r} model is not a CLIP or SigLIP model (needs both towers)")
         model_cls = CLIPModel if kind == "clip" else SiglipModel
-        return cls(model_cls.from_pretrained(source), AutoTokenizer.from_pretrained(source), load_pil_processor(source))
+        return cls(model_cls.from_pretrained(source, use_safetensors=True), AutoTokenizer.from_pretrained(source), load_pil_processor(source))
 
     @property
     def device(self) -> torch.device:

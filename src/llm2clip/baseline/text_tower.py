@@ -40,7 +40,10 @@ class SentenceTextTower(nn.Module):
         self.source = str(source)
         path = embedded_minilm_path() if self.source == EMBEDDED_MINILM else self.source
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path)
+        from ..safe_loading import require_safetensors
+
+        require_safetensors(path)
+        self.model = AutoModel.from_pretrained(path, use_safetensors=True)
         limit = getattr(self.model.config, "max_position_embeddings", max_tokens)
         if max_tokens > limit:
             raise ValueError(f"{self.source}: max_tokens {max_tokens} exceeds the model's {limit} positions")

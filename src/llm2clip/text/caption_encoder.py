@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic_file import atomic_write_text
+from ..safe_loading import require_safetensors
 from .model_names import resolve_llm
 from .pooling import pool
 from .settings import EncoderSettings, LoraSettings
@@ -75,7 +76,8 @@ class CaptionEncoder(nn.Module):
         options = dict(pooling=pooling, bidirectional=bidirectional, instruction=instruction, max_length=max_length)
         given = {k: v for k, v in options.items() if v is not _UNSET}
         saved = _read_saved_settings(path)
-        load_kwargs = {"dtype": _as_dtype(dtype), "trust_remote_code": trust_remote_code}
+        load_kwargs = {"dtype": _as_dtype(dtype), "trust_remote_code": trust_remote_code, "use_safetensors": True}
+        require_safetensors(path)
         if saved is None:
             settings = EncoderSettings(base_model=path, **given)
             model, head = _load_llm(resolve_llm(path), lm_head, load_kwargs)
@@ -273,6 +275,7 @@ def _load_llm(source: str, with_lm_head: bool, kwargs: dict) -> tuple[nn.Module,
     """Load the transformer body (and its LM head when MNTP needs it)."""
     from transformers import AutoModel, AutoModelForCausalLM
 
+    require_safetensors(source)
     try:
         if with_lm_head:
             causal = AutoModelForCausalLM.from_pretrained(source, **kwargs)

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import distributed as dist_utils
-from ..atomic_file import atomic_write_text
+from ..atomic_file import WriteError, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,16 @@ def save_checkpoint(
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
     dist_utils.barrier()
-    save_file({"cpu": torch.get_rng_state()} | _cuda_rng(), str(staging / f"rng-rank{dist_utils.rank()}.safetensors"))
-    if dist_utils.rank() == 0:
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(staging / "weights.safetensors"))
-        opt_tensors, opt_meta = optimizer_to_tensors(optimizer_state)
-        save_file(opt_tensors, str(staging / "optimizer.safetensors"))
+    try:
+        save_file({"cpu": torch.get_rng_state()} | _cuda_rng(), str(staging / f"rng-rank{dist_utils.rank()}.safetensors"))
+        if dist_utils.rank() == 0:
+            save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(staging / "weights.safetensors"))
+            opt_tensors, opt_meta = optimizer_to_tensors(optimizer_state)
+            save_file(opt_tensors, str(staging / "optimizer.safetensors"))
+    except (OSError, SafetensorError) as err:  # e.g. disk full: the finished checkpoints stay as they are
+        shutil.rmtree(staging, ignore_errors=True)
+        raise WriteError(f"could not write checkpoint {final} ({err}); the previous checkpoints are untouched, "
+                         "free space and rerun with --resume") from err
     dist_utils.barrier()
     if dist_utils.rank() != 0:
         dist_utils.barrier()

@@ -33,13 +33,16 @@ class HFVisionTower(VisionTower):
     def from_pretrained(cls, source: str | os.PathLike) -> "HFVisionTower":
         from transformers import AutoConfig, CLIPVisionModel, SiglipVisionModel
 
+        from ..safe_loading import require_safetensors
+
+        require_safetensors(source)
         config = AutoConfig.from_pretrained(source)
         kind = config.model_type
         if kind not in SUPPORTED:
             raise ValueError(f"{source}: a {kind!r} model is not a supported vision tower "
                              f"(CLIP or SigLIP vision models, 'efficientnet-lite0', 'timm:<name>')")
         model_cls = CLIPVisionModel if kind.startswith("clip") else SiglipVisionModel
-        model = model_cls.from_pretrained(source)  # a full CLIP/SigLIP folder loads its vision half
+        model = model_cls.from_pretrained(source, use_safetensors=True)  # a full CLIP/SigLIP folder loads its vision half
         return cls(model, load_pil_processor(source))
 
     @property
