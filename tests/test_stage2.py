@@ -201,3 +201,22 @@ def test_frozen_vision_groups_stay_exactly_as_loaded(tmp_path, tiny_visions, sta
     for depth, (a, b) in enumerate(zip(groups_start, groups_tuned)):
         same = all(torch.equal(x, y) for x, y in zip(a, b))
         assert same == (depth < 2), f"group {depth}: {'unchanged' if same else 'changed'}"
+
+
+def test_cached_features_of_a_frozen_tower_train_exactly_as_the_tower_in_the_loop(tmp_path, tiny_visions,
+                                                                                  stage1_folder):
+    runs = {}
+    for cached in (False, True):
+        cfg = config(tmp_path / str(cached), tiny_visions, stage1_folder, mode="online_frozen", max_steps=4)
+        cfg.model.frozen_vision_groups = 4  # embeddings, 2 blocks, post-norm: the whole tiny tower
+        cfg.model.cache_image_features = cached
+        runs[cached] = train_stage2(cfg)
+    assert runs[True]["skipped"] == runs[False]["skipped"] and sum(runs[True]["skipped"].values()) > 0
+    a, b = Path(runs[False]["output_dir"]), Path(runs[True]["output_dir"])
+    assert logged_losses(b) == pytest.approx(logged_losses(a), abs=1e-5)
+    wa, wb = last_checkpoint_weights(a), last_checkpoint_weights(b)
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0)
+    cfg.model.frozen_vision_groups, cfg.train.output_dir = 3, str(tmp_path / "partly-frozen")
+    with pytest.raises(ValueError, match="cache_image_features needs the whole tower frozen"):
+        train_stage2(cfg)

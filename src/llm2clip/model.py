@@ -80,6 +80,11 @@ class LLM2CLIP(nn.Module):
         pixels = pixels.to(self.projection.weight.device)
         return F.normalize(self.projection(self.vision(pixels)), dim=-1)
 
+    def project_image_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The projection on the tower's pooled features [N, width] (cached features of a frozen tower)."""
+        weight = self.projection.weight
+        return F.normalize(self.projection(features.to(weight.device, weight.dtype)), dim=-1)
+
     def encode_text_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
         """The adaptor on precomputed caption-encoder embeddings [N, text_dim]."""
         if embeddings.shape[-1] != self.config.text_dim:

@@ -33,6 +33,7 @@ class ImageTextDataset(Dataset):
         self.choice = choice
         self.store = store  # an EmbeddingStore for offline training, else None
         self.with_text = with_text  # online modes encode the caption text in the loop
+        self.image_features: dict[int, torch.Tensor | str] | None = None  # set by cache_image_features
 
     def __len__(self) -> int:
         return len(self.records)
@@ -52,11 +53,20 @@ class ImageTextDataset(Dataset):
                 return _skipped(record.id, "no_embedding_in_the_store")
         if self.with_text:
             item["text"] = captions[source]
+        if self.image_features is not None:  # a frozen tower's features, computed once
+            cached = self.image_features[index]
+            if isinstance(cached, str):
+                return _skipped(record.id, cached)
+            item["features"] = cached
+            return item
         try:
-            item["pixels"] = self.preprocess([self._load(record)])[0]
+            item["pixels"] = self.load_pixels(index)
         except (DataError, OSError) as err:  # ImageError is a DataError
             return _skipped(record.id, type(err).__name__ + ": " + str(err))
         return item
+
+    def load_pixels(self, index: int) -> torch.Tensor:
+        return self.preprocess([self._load(self.records[index])])[0]
 
     def _load(self, record: CaptionRecord):
         from ..vision.image_loading import load_image
@@ -79,7 +89,10 @@ def collate_samples(items: list[dict[str, Any]]) -> dict[str, Any]:
         "skipped": [(item["id"], item["skipped"]) for item in items if "skipped" in item],
     }
     if good:
-        batch["pixels"] = torch.stack([item["pixels"] for item in good])
+        if "pixels" in good[0]:
+            batch["pixels"] = torch.stack([item["pixels"] for item in good])
+        else:
+            batch["image_features"] = torch.stack([item["features"] for item in good])
         if "text_embedding" in good[0]:
             batch["text_embeddings"] = torch.stack([item["text_embedding"] for item in good]).float()
         if "text" in good[0]:

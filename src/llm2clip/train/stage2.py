@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .. import distributed as dist_utils
 from ..data.batch_plan import BatchPlan
 from ..data.caption_choice import CaptionChoice
+from ..data.errors import DataError
 from ..data.image_text import ImageTextDataset, StepBatchSampler, collate_samples
 from ..data.records import read_caption_records
 from ..model import LLM2CLIP, LLM2CLIPConfig
@@ -58,6 +59,8 @@ def train_stage2(cfg: Stage2Config, resume: bool = False) -> dict[str, Any]:
         steps = total_steps(t.max_steps, t.epochs, (cfg.data.samples_per_epoch or 0) // global_batch, t.grad_accum)
     else:
         dataset = build_dataset(cfg, model, store)
+        if cfg.model.cache_image_features:
+            dataset.image_features = cache_image_features(dataset, model, t.batch_size, accelerator.device)
         plan = BatchPlan(len(dataset), global_batch, t.seed)
         steps = total_steps(t.max_steps, t.epochs, plan.steps_per_epoch, t.grad_accum)
     optimizer = build_adamw(param_groups(cfg, model, encoder), t.lr_vision, t.weight_decay_vision)
@@ -118,6 +121,9 @@ def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
     groups = model.vision.layer_groups()
     if not 0 <= m.frozen_vision_groups <= len(groups):
         raise ValueError(f"model.frozen_vision_groups={m.frozen_vision_groups}: the tower has {len(groups)} groups")
+    if m.cache_image_features and (m.frozen_vision_groups != len(groups) or cfg.data.train_shards):
+        raise ValueError(f"model.cache_image_features needs the whole tower frozen (model.frozen_vision_groups="
+                         f"{len(groups)}) and records data (not data.train_shards)")
     for params in groups[:m.frozen_vision_groups]:  # bottom first: no graph is built below the first trained one
         for param in params:
             param.requires_grad_(False)
@@ -136,6 +142,26 @@ def build_dataset(cfg: Stage2Config, model: LLM2CLIP, store) -> ImageTextDataset
     root = d.image_root or str(Path(d.train).resolve().parent)
     return ImageTextDataset(records, root, model.vision.preprocess, choice, store=store,
                             with_text=cfg.train.mode != "offline")
+
+
+@torch.no_grad()
+def cache_image_features(dataset: ImageTextDataset, model: LLM2CLIP, batch_size: int, device) -> dict:
+    """{index: pooled features of the frozen tower, or the skip reason}, every image once, in order."""
+    features: dict[int, torch.Tensor | str] = {}
+    model.vision.eval()
+    for start in tqdm(range(0, len(dataset), batch_size), desc="image features", unit="batch",
+                      disable=dist_utils.rank() != 0):
+        indices, pixels = [], []
+        for index in range(start, min(start + batch_size, len(dataset))):
+            try:
+                pixels.append(dataset.load_pixels(index))
+                indices.append(index)
+            except (DataError, OSError) as err:
+                features[index] = type(err).__name__ + ": " + str(err)
+        if pixels:
+            pooled = model.vision(torch.stack(pixels).to(device)).float().cpu()
+            features.update(zip(indices, pooled))
+    return features
 
 
 def build_stream_loader(cfg: Stage2Config, model: LLM2CLIP, store, done_batches: int, accelerator) -> DataLoader:
@@ -182,6 +208,8 @@ def _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loa
     trainable = [p for p in objective.parameters() if p.requires_grad]
     skipped: Counter = Counter()
     prepared.train()
+    if cfg.model.frozen_vision_groups == len(objective.model.vision.layer_groups()):
+        objective.model.vision.eval()  # wholly frozen: no dropout, the numbers cached features give
     if objective.caption_encoder is not None and not objective.train_encoder:
         objective.caption_encoder.eval()  # frozen: no dropout, same numbers as the store
     batches = iter(loader)
@@ -217,9 +245,12 @@ def _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loa
 
 
 def _inputs(batch: dict, objective: Stage2Objective, device) -> dict:
-    if "pixels" not in batch:
+    if not batch["ids"]:
         raise ValueError("every sample of a micro-batch was skipped; see skipped-rank*.jsonl")
-    inputs: dict[str, Any] = {"pixels": batch["pixels"].to(device)}
+    if "image_features" in batch:
+        inputs: dict[str, Any] = {"image_features": batch["image_features"].to(device)}
+    else:
+        inputs = {"pixels": batch["pixels"].to(device)}
     if "text_embeddings" in batch:
         inputs["text_embeddings"] = batch["text_embeddings"].to(device)
     else:

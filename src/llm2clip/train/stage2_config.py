@@ -19,6 +19,9 @@ class Stage2Model:
     max_logit_scale: float = 100.0
     gradient_checkpointing: bool = False
     frozen_vision_groups: int = 0  # freeze the tower's first N layer groups (0: all trained, as the paper)
+    # with the whole tower frozen (frozen_vision_groups = all, LiT-style), compute each image's
+    # tower features once before training: only the projection, adaptor and scale train
+    cache_image_features: bool = False
 
 
 @dataclass

@@ -30,11 +30,17 @@ class Stage2Objective(nn.Module):
         with grad:
             return self.caption_encoder(**text_batch).float()
 
-    def forward(self, pixels: torch.Tensor, text_embeddings: torch.Tensor | None = None,
-                text_batch: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor | None = None, text_embeddings: torch.Tensor | None = None,
+                text_batch: dict[str, torch.Tensor] | None = None,
+                image_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """`pixels`, or `image_features` a frozen tower computed once; `text_embeddings` from
+        the store, or `text_batch` for the caption encoder in the loop."""
         if text_embeddings is None:
             text_embeddings = self.caption_embeddings(text_batch)
-        image = self.model.encode_image(pixels)
+        if image_features is not None:
+            image = self.model.project_image_features(image_features)
+        else:
+            image = self.model.encode_image(pixels)
         text = self.model.encode_text_embeddings(text_embeddings)
         scale = self.model.scale()
         if self.loss == "siglip":
