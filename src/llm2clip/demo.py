@@ -10,7 +10,9 @@ killed run resumes):
                accuracy (CRA) on held-out scenes before and after
   4. embed     the captions of the stage-2 training and test scenes, once, by the tuned LLM
                and (for the Table 6 ablation) by the raw LLM
-  5. stage2    EfficientNet-Lite0 + adaptor post-trained offline against each store
+  5. stage2    offline against each store: the EfficientNet-Lite0 tower frozen (its features
+               computed once: tower training does not fit 2 CPU cores in minutes), the
+               projection + adaptor trained with the baseline's step budget
   6. eval      short- and long-caption retrieval on the held-out scenes: baseline vs
                LLM2CLIP vs LLM2CLIP on the raw LLM; results.json, report.md, PNG plots
 Every number is measured by the run; nothing is read from a stored result.
@@ -47,9 +49,9 @@ class DemoSize:
 
 
 FULL = DemoSize(n_train=1200, n_test=200, n_stage2=256, stage1_steps=12, stage1_batch=32,
-                stage2_epochs=4, stage2_batch=64, baseline_steps=300)
+                stage2_epochs=75, stage2_batch=64, baseline_steps=300)
 FAST = DemoSize(n_train=48, n_test=16, n_stage2=16, stage1_steps=2, stage1_batch=8,
-                stage2_epochs=1, stage2_batch=8, baseline_steps=20)
+                stage2_epochs=10, stage2_batch=8, baseline_steps=20)
 
 
 def run_demo(out: str | os.PathLike, fast: bool = False) -> dict:
