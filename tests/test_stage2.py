@@ -220,3 +220,21 @@ def test_cached_features_of_a_frozen_tower_train_exactly_as_the_tower_in_the_loo
     cfg.model.frozen_vision_groups, cfg.train.output_dir = 3, str(tmp_path / "partly-frozen")
     with pytest.raises(ValueError, match="cache_image_features needs the whole tower frozen"):
         train_stage2(cfg)
+
+
+def test_gradient_checkpointing_covers_the_trained_llm_and_changes_nothing(tmp_path, tiny_visions, stage1_folder):
+    from llm2clip.train.stage2 import load_text_side
+
+    runs = {}
+    for checkpointing in (False, True):
+        cfg = config(tmp_path / str(checkpointing), tiny_visions, stage1_folder, mode="online_lora", max_steps=3,
+                     lr_llm=1e-2)
+        cfg.model.gradient_checkpointing = checkpointing
+        encoder, _ = load_text_side(cfg)
+        layers = [m for m in encoder.base_model.modules() if hasattr(m, "gradient_checkpointing")]
+        assert layers and all(m.gradient_checkpointing == checkpointing for m in layers)
+        runs[checkpointing] = Path(train_stage2(cfg)["output_dir"])
+    assert logged_losses(runs[True]) == pytest.approx(logged_losses(runs[False]), abs=1e-5)
+    plain, checkpointed = last_checkpoint_weights(runs[False]), last_checkpoint_weights(runs[True])
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=0)

@@ -106,6 +106,8 @@ def load_text_side(cfg: Stage2Config):
             raise ValueError(f"{cfg.model.caption_encoder}: online_lora needs a LoRA (adapter-format) stage-1 folder")
         for name, param in encoder.named_parameters():
             param.requires_grad_("lora_" in name)
+        if cfg.model.gradient_checkpointing:  # the LLM's activations dominate memory once it trains
+            encoder.gradient_checkpointing_enable()
     else:
         encoder.eval()
     return encoder, None

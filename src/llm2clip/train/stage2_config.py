@@ -17,7 +17,7 @@ class Stage2Model:
     logit_scale_init: float = 14.285714  # 1 / 0.07
     logit_bias_init: float = -10.0  # used by the sigmoid loss only
     max_logit_scale: float = 100.0
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # the vision tower, and the caption encoder when online_lora trains it
     frozen_vision_groups: int = 0  # freeze the tower's first N layer groups (0: all trained, as the paper)
     # with the whole tower frozen (frozen_vision_groups = all, LiT-style), compute each image's
     # tower features once before training: only the projection, adaptor and scale train
