@@ -78,11 +78,13 @@ class PeakMemory:
 
 
 # ------------------------------------------------------------------ subprocesses
-def run_child(script: str, spec: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+def run_child(script: str, spec: dict[str, Any], timeout: float = 3600,
+              extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `script --child <json spec>` in a fresh interpreter; return the dict it reports."""
     command = [sys.executable, script, "--child", json.dumps(spec)]
+    env = {**os.environ, **(extra_env or {})}
     # stderr passes through: the child's progress and, on failure, its traceback
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, env=os.environ.copy())
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, env=env)
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])
