@@ -49,3 +49,12 @@ def test_fast_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path, capsys, c
         assert f"{step}: reusing" in caplog.text, step
     again = json.loads((out / "summary.json").read_text())
     assert again["stage1"] == summary["stage1"] and again["eval"]["results"] == summary["eval"]["results"]
+
+    # a test caption edited after `embed`: the evaluation from the store refuses it
+    test_file = out / "data" / "test_captions.jsonl"
+    rows = [json.loads(line) for line in test_file.read_text().splitlines()]
+    rows[0]["long"] += " (edited)"
+    test_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert cli_main(["demo", "--fast", "--out", str(out)]) == 2
+    assert f"sample id {rows[0]['id']!r} field 'long'" in capsys.readouterr().err

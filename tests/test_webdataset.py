@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from llm2clip.cli import main as cli_main
 from llm2clip.data.caption_choice import CaptionChoice
-from llm2clip.data.webdataset_source import WebDatasetStream, as_is, read_webdataset_records
+from llm2clip.data.webdataset_source import (WebDatasetStream, as_is, expand_shards, iter_shard, read_webdataset_records,
+                                             sample_captions, shard_captions)
 from llm2clip.train.stage2 import train_stage2
 
 
@@ -62,6 +63,14 @@ def test_records_from_shards_match_the_jsonl_rows(tmp_path, caplog):
     assert "left out 1 samples whose key leaves the shard's folder" in caplog.text and "../escape" not in records
     assert records.pop("corrupt") == {"caption": "corrupt"}  # images are not decoded for embedding
     assert records == {r["id"]: {"caption": r["raw_caption"], "longSV": r["longSV"]} for r in rows}
+
+
+def test_the_caption_pre_pass_reads_what_training_reads_from_files_and_pipes(tmp_path):
+    shards, _ = write_shards(tmp_path)
+    urls = expand_shards(shards)
+    full = [(s["__key__"], sample_captions(s)) for url in urls for s in iter_shard(url) if s["__key__"] != "../escape"]
+    assert list(shard_captions(urls)) == full  # local files: the image members are seeked over
+    assert list(shard_captions([f"pipe:cat {url}" for url in urls])) == full  # streams: read past
 
 
 def test_every_shard_is_read_once_per_epoch_across_ranks_and_workers(tmp_path):
