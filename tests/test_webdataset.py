@@ -1,6 +1,7 @@
 """Stage-2 data from webdataset shards (img2dataset layout): records for `embed`, the
 split across ranks and workers, counted skips, and resume = no resume."""
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -83,14 +84,15 @@ def test_every_shard_is_read_once_per_epoch_across_ranks_and_workers(tmp_path):
     assert streams[0]._epoch_shards(0, 0, 1) != streams[0]._epoch_shards(1, 0, 1)  # reshuffled per epoch
 
 
+@pytest.mark.parametrize("shuffle_buffer", [0, 8])
 @pytest.mark.parametrize("workers", [0, 2])
-def test_skipping_batches_resumes_the_exact_stream(tmp_path, workers):
+def test_skipping_batches_resumes_the_exact_stream(tmp_path, workers, shuffle_buffer):
     shards, _ = write_shards(tmp_path, per_shard=3)
     choice = CaptionChoice(("caption",), ("longSV",))
 
     def batches(skip, n):
         stream = WebDatasetStream(shards, lambda images: torch.zeros(len(images), 3, 4, 4), choice, batch_size=4,
-                                  skip_batches=skip)
+                                  skip_batches=skip, shuffle_buffer=shuffle_buffer)
         loader = iter(DataLoader(stream, batch_size=None, collate_fn=as_is, num_workers=workers))
         return [(b["ids"], b["sources"], b["skipped"]) for b in (next(loader) for _ in range(n))]
 
@@ -98,6 +100,24 @@ def test_skipping_batches_resumes_the_exact_stream(tmp_path, workers):
     assert batches(3, 5) == full[3:]
     skipped = {reason.split(":")[0] for b in full for _, reason in b[2]}
     assert {"ImageError", "DataError"} <= skipped  # the corrupt image and the escaping key
+
+
+def test_the_shuffle_buffer_changes_the_batches_every_epoch_and_follows_the_seed(tmp_path):
+    shards, _ = write_shards(tmp_path, per_shard=6)  # 18 samples: 3 shards of 6, batches of 6
+    choice = CaptionChoice(("caption",), ("longSV",))
+
+    def batches(seed, shuffle_buffer, epochs=2):
+        stream = WebDatasetStream(shards, lambda images: torch.zeros(len(images), 3, 4, 4), choice, batch_size=6,
+                                  seed=seed, shuffle_buffer=shuffle_buffer)
+        return [frozenset(b["ids"] + [i for i, _ in b["skipped"]]) for b in itertools.islice(stream, 3 * epochs)]
+
+    # without the buffer each batch is one shard, so every epoch has the same in-batch negatives
+    plain = batches(0, 0)
+    assert set(plain[:3]) == set(plain[3:])
+    shuffled = batches(0, 12)
+    assert not set(shuffled[:3]) & set(shuffled[3:])  # epoch 1 repeats none of epoch 0's batches
+    assert set().union(*shuffled[:3]) == set().union(*shuffled[3:]) == set().union(*plain)  # each sample once
+    assert batches(0, 12) == shuffled and batches(1, 12) != shuffled  # a function of the seed
 
 
 def test_stage2_streams_shards_and_resume_equals_no_resume(tmp_path, tiny_visions, stage1_folder, monkeypatch):

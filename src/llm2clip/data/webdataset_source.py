@@ -11,11 +11,13 @@ commands (webdataset's own expansion and openers). Every epoch permutes the shar
 with (seed, epoch); process `rank` of `world_size` takes every world_size-th shard and
 DataLoader worker w of W every W-th of those, so each shard is read once per epoch
 across all ranks and workers (`resampled: true` draws shards with replacement instead).
-Each worker batches its own samples, and the DataLoader hands out worker batches
-round-robin, so batch b of the run is batch b // W of worker b % W: a resumed run skips
-exactly the raw samples of the batches already trained (without decoding them) and then
-sees what an uninterrupted run would. Resuming needs the same shards, workers, batch
-size and processes.
+Within an epoch each worker passes its raw (undecoded) samples through webdataset's
+shuffle buffer (`shuffle_buffer` samples, seeded from (seed, epoch, rank, worker)), so
+batches mix shards and change every epoch. Each worker batches its own samples, and the
+DataLoader hands out worker batches round-robin, so batch b of the run is batch b // W
+of worker b % W: a resumed run skips exactly the raw samples of the batches already
+trained (after the shuffle, before decoding) and then sees what an uninterrupted run
+would. Resuming needs the same shards, workers, batch size, buffer and processes.
 
 Offline, stage 2 first reads the caption members of the shards (never the images) and
 checks them against the store (`shard_captions`, embeddings/alignment.py); each sample's
@@ -30,6 +32,7 @@ import hashlib
 import itertools
 import json
 import logging
+import random
 import tarfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -175,11 +178,14 @@ class WebDatasetStream(IterableDataset):
 
     def __init__(self, shards: str | list[str], preprocess, choice: CaptionChoice, batch_size: int,
                  store=None, with_text: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 resampled: bool = False, skip_batches: int = 0):
+                 resampled: bool = False, skip_batches: int = 0, shuffle_buffer: int = 0):
         self.shards = expand_shards(shards)
         if len(self.shards) < world_size and not resampled:
             raise DataError(f"{len(self.shards)} shards cannot feed {world_size} processes; use more shards "
                             "or data.resampled: true")
+        if shuffle_buffer < 0:
+            raise ValueError(f"data.shuffle_buffer must be >= 0 (0: off), got {shuffle_buffer}")
+        self.shuffle_buffer = shuffle_buffer
         self.preprocess, self.choice, self.batch_size = preprocess, choice, batch_size
         self.store, self.with_text = store, with_text
         self.seed, self.rank, self.world_size, self.resampled = seed, rank, world_size, resampled
@@ -201,9 +207,26 @@ class WebDatasetStream(IterableDataset):
 
     def _raw_samples(self, worker: int, workers: int) -> Iterator[tuple[dict, int]]:
         for epoch in itertools.count():
-            for url in self._epoch_shards(epoch, worker, workers):
-                for sample in iter_shard(url, on_error=log.warning):
-                    yield sample, epoch
+            samples = (sample for url in self._epoch_shards(epoch, worker, workers)
+                       for sample in iter_shard(url, on_error=log.warning))
+            for sample in self._shuffled(samples, epoch, worker):
+                yield sample, epoch
+
+    def _shuffled(self, samples: Iterator[dict], epoch: int, worker: int) -> Iterator[dict]:
+        """The epoch's raw (undecoded) samples through webdataset's shuffle buffer.
+
+        Its RNG is seeded from (seed, epoch, rank, worker), so the order is a function of
+        the run's seed (a resumed run skips exactly the samples an uninterrupted one
+        trained, before decoding them) and differs every epoch, and so do the in-batch
+        negatives. The buffer fills before the first sample leaves it; it does not mix
+        epochs, so each sample keeps its epoch's caption choice.
+        """
+        if not self.shuffle_buffer:
+            return samples
+        from webdataset.filters import shuffle
+
+        state = int(np.random.default_rng([self.seed, epoch, self.rank, worker]).integers(2 ** 63))
+        return shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(state))(samples)
 
     def _epoch_shards(self, epoch: int, worker: int, workers: int) -> list[str]:
         if self.resampled:  # with replacement, independent per rank and worker

@@ -213,7 +213,7 @@ def build_stream_loader(cfg: Stage2Config, model: LLM2CLIP, store, done_batches:
     stream = WebDatasetStream(d.train_shards, model.vision.preprocess, choice, cfg.train.batch_size, store=store,
                               with_text=cfg.train.mode != "offline", seed=cfg.train.seed,
                               rank=accelerator.process_index, world_size=accelerator.num_processes,
-                              resampled=d.resampled, skip_batches=done_batches)
+                              resampled=d.resampled, skip_batches=done_batches, shuffle_buffer=d.shuffle_buffer)
     return DataLoader(stream, batch_size=None, collate_fn=as_is, num_workers=d.num_workers)
 
 
