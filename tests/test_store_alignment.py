@@ -177,3 +177,24 @@ def test_every_rank_stops_when_another_ranks_shards_do_not_match(tmp_path, tiny_
     assert len(errors) == 2, done.stderr[-3000:]  # one per rank
     assert all("2 caption(s)" in e and "field 'caption'" in e for e in errors)
     assert not (run / "metrics.jsonl").exists()
+
+
+def test_a_shard_changed_after_the_check_is_skipped_sample_by_sample(tmp_path, stage1_folder):
+    """Defence in depth: the stream checks each drawn caption again when it uses it."""
+    import torch
+
+    from llm2clip.data.caption_choice import CaptionChoice
+    from llm2clip.data.webdataset_source import WebDatasetStream
+    from llm2clip.embeddings import EmbeddingStore
+
+    shards, rows = write_shards(tmp_path, unsafe=False)
+    embed(stage1_folder, shards, tmp_path / "store", "caption", "longSV")
+    shard = Path(shards.split("{")[0]) / "00001.tar"
+    swapped = [s["__key__"] for s in iter_shard(str(shard))][0:3:2]
+    swap_shard_captions(shard, 0, 2)
+    stream = WebDatasetStream(shards, lambda images: torch.zeros(len(images), 3, 4, 4),
+                              CaptionChoice(("caption",), dense_ratio=0.0), batch_size=len(rows) + 1,
+                              store=EmbeddingStore.open(tmp_path / "store"))
+    batch = next(iter(stream))  # one epoch: the 16 rows and the corrupt image
+    assert sorted(i for i, reason in batch["skipped"] if reason == "caption_differs_from_the_store") == sorted(swapped)
+    assert len(batch["ids"]) == len(rows) - 2  # every other sample trains on its own caption

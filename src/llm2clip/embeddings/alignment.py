@@ -27,9 +27,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .. import distributed as dist_utils
-from ..data.caption_choice import drawable_captions
 from ..data.records import field_matches
-from .store import TEXT_HASH_BYTES, EmbeddingStore, StoreMismatchError, text_hash
+from .store import EmbeddingStore, StoreMismatchError, text_hashes_of
 
 CHUNK = 65_536  # captions compared per vectorised step
 SHOWN = 5  # mismatches named in the error
@@ -56,22 +55,28 @@ class AlignmentCheck:
         self.found = Mismatches()
         self._wanted: dict[str, bool] = {}  # field_matches per source label (a handful of labels)
         self._rows: list[int] = []
-        self._hashes: list[bytes] = []
+        self._texts: list[str] = []
         self._keys: list[tuple[str, str]] = []
 
     def add(self, sample_id: str, captions: dict[str, str]) -> None:
-        wanted = {source: text for source, text in captions.items() if self._is_wanted(source)}
+        # the hot loop (once per caption of the data): what drawable_captions keeps, inlined
+        wanted, stored, row_of = [], 0, self.store.row
+        for source, text in captions.items():
+            if not self._is_wanted(source):
+                continue
+            wanted.append(source)
+            row = row_of(sample_id, source)
+            if row is not None:
+                stored += 1
+                self._rows.append(row)
+                self._texts.append(text)
+                self._keys.append((sample_id, source))
         if not wanted:
             return  # no configured caption: not trained in any mode
         self.found.samples += 1
-        stored = drawable_captions(wanted, sample_id, self.store)
         if not stored:
             self.found.add(f"sample id {sample_id!r} is not in the store" if not self.store.has_sample(sample_id)
                            else f"sample id {sample_id!r} has none of its captions ({', '.join(wanted)}) stored")
-        for source, text in stored.items():
-            self._rows.append(self.store.row(sample_id, source))
-            self._hashes.append(text_hash(text))
-            self._keys.append((sample_id, source))
         if len(self._rows) >= CHUNK:
             self._compare()
 
@@ -80,21 +85,21 @@ class AlignmentCheck:
         return self.found
 
     def _is_wanted(self, source: str) -> bool:
-        if source not in self._wanted:
-            self._wanted[source] = field_matches(source, self.fields)
-        return self._wanted[source]
+        wanted = self._wanted.get(source)
+        if wanted is None:
+            wanted = self._wanted[source] = field_matches(source, self.fields)
+        return wanted
 
     def _compare(self) -> None:
         if not self._rows:
             return
-        expected = np.frombuffer(b"".join(self._hashes), dtype=np.uint8).reshape(-1, TEXT_HASH_BYTES)
-        differs = np.flatnonzero((self.store.text_hashes(np.array(self._rows)) != expected).any(axis=1))
-        for i in differs:
+        differs = (self.store.text_hashes(np.array(self._rows)) != text_hashes_of(self._texts)).any(axis=1)
+        for i in np.flatnonzero(differs):
             sample_id, source = self._keys[i]
             self.found.add(f"sample id {sample_id!r} field {source!r}: the caption text differs from the one "
                            "that was embedded")
         self.found.captions += len(self._rows)
-        self._rows, self._hashes, self._keys = [], [], []
+        self._rows, self._texts, self._keys = [], [], []
 
 
 def agree_across_ranks(found: Mismatches) -> Mismatches:

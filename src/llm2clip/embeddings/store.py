@@ -73,6 +73,13 @@ def text_hash(caption: str) -> bytes:
     return hashlib.sha256(caption.encode("utf-8")).digest()[:TEXT_HASH_BYTES]
 
 
+def text_hashes_of(captions: Sequence[str]) -> np.ndarray:
+    """uint8 [n, TEXT_HASH_BYTES]: `text_hash` of each caption (one pass, no per-call overhead)."""
+    sha256 = hashlib.sha256
+    hashes = b"".join([sha256(caption.encode("utf-8")).digest()[:TEXT_HASH_BYTES] for caption in captions])
+    return np.frombuffer(hashes, dtype=np.uint8).reshape(len(captions), TEXT_HASH_BYTES)
+
+
 def plan_digest(rows: Iterable[tuple[str, str, bytes]]) -> str:
     """sha256 over a shard's (sample id, field, text hash) rows, in order."""
     digest = hashlib.sha256()
