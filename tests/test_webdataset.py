@@ -72,6 +72,8 @@ def test_the_caption_pre_pass_reads_what_training_reads_from_files_and_pipes(tmp
     full = [(s["__key__"], sample_captions(s)) for url in urls for s in iter_shard(url) if s["__key__"] != "../escape"]
     assert list(shard_captions(urls)) == full  # local files: the image members are seeked over
     assert list(shard_captions([f"pipe:cat {url}" for url in urls])) == full  # streams: read past
+    in_parallel = list(shard_captions(urls, workers=2))  # shards interleaved across worker processes
+    assert sorted(in_parallel, key=lambda pair: pair[0]) == sorted(full, key=lambda pair: pair[0])
 
 
 def test_every_shard_is_read_once_per_epoch_across_ranks_and_workers(tmp_path):

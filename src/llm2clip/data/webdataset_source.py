@@ -134,15 +134,44 @@ def check_key(sample: dict[str, Any]) -> str:
     return key
 
 
-def shard_captions(urls: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
+def shard_captions(urls: list[str], workers: int = 0) -> Iterator[tuple[str, dict[str, str]]]:
     """(sample id, {field: caption}) of every sample of `urls` that training would not skip
-    for its key or its json; only the caption members are read (as for `embed`)."""
-    for url in urls:
-        for sample in iter_shard(url, on_error=log.warning, captions_only=True):
-            try:
-                yield check_key(sample), sample_captions(sample)
-            except DataError:  # a per-sample fault, skipped in training as well
-                continue
+    for its key or its json; only the caption members are read (as for `embed`).
+
+    Parsing tar headers in Python is most of the cost, so with `workers` > 0 that many
+    DataLoader worker processes read the shards in parallel, each handing back a shard's
+    captions at a time (samples then arrive in worker-interleaved shard order)."""
+    if workers <= 0 or len(urls) < 2:
+        for url in urls:
+            yield from _captions_of_shard(url)
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_ShardCaptionLists(urls), batch_size=None, collate_fn=as_is,
+                        num_workers=min(workers, len(urls)))
+    for captions in loader:
+        yield from captions
+
+
+def _captions_of_shard(url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    for sample in iter_shard(url, on_error=log.warning, captions_only=True):
+        try:
+            yield check_key(sample), sample_captions(sample)
+        except DataError:  # a per-sample fault, skipped in training as well
+            continue
+
+
+class _ShardCaptionLists(IterableDataset):
+    """Worker w of W lists the captions of shards w, w+W, ... (one list per shard)."""
+
+    def __init__(self, urls: list[str]):
+        self.urls = urls
+
+    def __iter__(self) -> Iterator[list[tuple[str, dict[str, str]]]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for url in self.urls[worker::workers]:
+            yield list(_captions_of_shard(url))
 
 
 def read_webdataset_records(spec: str | list[str], caption_fields: list[str] | None = None) -> list[CaptionRecord]:

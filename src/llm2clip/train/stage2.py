@@ -207,8 +207,8 @@ def build_stream_loader(cfg: Stage2Config, model: LLM2CLIP, store, done_batches:
 
     d = cfg.data
     if store is not None:  # a pre-pass over the caption members; each rank checks its share of the shards
-        verify_store(cfg, store, shard_captions(expand_shards(d.train_shards)[accelerator.process_index::
-                                                                               accelerator.num_processes]))
+        mine = expand_shards(d.train_shards)[accelerator.process_index::accelerator.num_processes]
+        verify_store(cfg, store, shard_captions(mine, workers=d.num_workers))
     choice = CaptionChoice(tuple(d.real_fields), tuple(d.dense_fields), d.dense_ratio, cfg.train.seed)
     stream = WebDatasetStream(d.train_shards, model.vision.preprocess, choice, cfg.train.batch_size, store=store,
                               with_text=cfg.train.mode != "offline", seed=cfg.train.seed,
