@@ -134,9 +134,9 @@ def verify_alignment(store: EmbeddingStore, samples: Iterable[tuple[str, dict[st
         shown = "; ".join(found.examples) + (f"; ... ({found.count - len(found.examples)} more)"
                                              if found.count > len(found.examples) else "")
         raise StoreMismatchError(
-            f"{store.directory}: {found.count} caption(s) of {data} do not match the embedding store (of "
-            f"{found.captions} compared, {found.samples} samples): {shown}. The data changed after it was embedded "
-            f"(edited captions, or rows reordered in a file whose ids are row numbers). {redo}")
+            f"{store.directory}: {found.count} caption(s) of {data} do not match the embedding store "
+            f"({found.captions} captions of {found.samples} samples checked): {shown}. The data changed after it "
+            f"was embedded (edited captions, or rows reordered in a file whose ids are row numbers). {redo}")
     return found
 
 

@@ -74,9 +74,8 @@ def text_hash(caption: str) -> bytes:
 
 
 def text_hashes_of(captions: Sequence[str]) -> np.ndarray:
-    """uint8 [n, TEXT_HASH_BYTES]: `text_hash` of each caption (one pass, no per-call overhead)."""
-    sha256 = hashlib.sha256
-    hashes = b"".join([sha256(caption.encode("utf-8")).digest()[:TEXT_HASH_BYTES] for caption in captions])
+    """uint8 [n, TEXT_HASH_BYTES]: `text_hash` of each caption, as one array."""
+    hashes = b"".join(map(text_hash, captions))
     return np.frombuffer(hashes, dtype=np.uint8).reshape(len(captions), TEXT_HASH_BYTES)
 
 
