@@ -107,7 +107,11 @@ def test_growing_a_store_with_new_ids_needs_extend_and_keeps_every_stored_row(tm
     assert run(capsys, *embed_args(tiny_llama, grown, out, "--extend"))[0] == 0
     store = EmbeddingStore.open(out)
     assert len(store) == 13
-    np.testing.assert_array_equal(store.get_many(old_ids, "raw_caption"), old)
+    # the two full shards are kept as they were; the short last one is re-cut with the new
+    # captions and recomputed by the same encoder (equal up to batching noise)
+    for name in ("shard-00000.safetensors", "shard-00001.safetensors"):
+        assert (out / name).read_bytes() == before[name]
+    np.testing.assert_allclose(store.get_many(old_ids, "raw_caption"), old, atol=1e-6, rtol=0)
     # the same encoder on the new captions alone, as the truth for the added rows
     encoder = CaptionEncoder.from_pretrained(tiny_llama, precision="fp32")
     truth = encoder.encode([f"caption of s{i}" for i in (10, 11, 12)], batch_size=1).numpy()

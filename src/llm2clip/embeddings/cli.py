@@ -32,7 +32,12 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", help="default: this rank's GPU if there is one, else cpu")
     p.add_argument("--rank", type=int, help="this job's rank, for jobs launched without torchrun")
     p.add_argument("--world-size", type=int, help="number of jobs, for jobs launched without torchrun")
-    p.add_argument("--overwrite", action="store_true", help="replace a store of another encoder in --out")
+    grow = p.add_mutually_exclusive_group()
+    grow.add_argument("--overwrite", action="store_true",
+                      help="replace a store of another plan (encoder, dtype, captions, shard size) in --out")
+    grow.add_argument("--extend", action="store_true",
+                      help="add the captions of --data that the finished store in --out lacks; every caption "
+                      "it holds must be in --data, unchanged")
     p.set_defaults(run=run_embed)
     return p
 
@@ -63,7 +68,7 @@ def run_embed(args) -> int:
         encoder.requires_grad_(False)
         out = write_embedding_store(encoder, records, args.out, dtype=args.dtype, shard_size=args.shard_size,
                                     batch_size=args.batch_size, rank=args.rank, world_size=args.world_size,
-                                    show_progress=main, overwrite=args.overwrite)
+                                    show_progress=main, overwrite=args.overwrite, extend=args.extend)
         if main:
             done = (out / "store.json").is_file()
             print(json.dumps({"store": str(out), "complete": done, "records": len(records),
