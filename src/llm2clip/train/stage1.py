@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import distributed as dist_utils
+from ..atomic_file import atomic_folder
 from ..data.pair_schedule import PairSchedule
 from ..data.records import read_caption_records
 from ..data.text_pairs import read_text_pairs
@@ -160,10 +161,12 @@ def _save(out: Path, step: int, encoder, optimizer, scheduler, keep: int) -> Non
 def _finish(cfg: Stage1Config, encoder: CaptionEncoder, out: Path, metrics: MetricsLog, cra_before) -> dict:
     encoder.eval()
     final = out / "final"
-    encoder.save_pretrained(final)
+    with atomic_folder(final) as staging:  # a failure leaves an earlier final/ whole
+        encoder.save_pretrained(staging)
     result: dict[str, Any] = {"encoder": str(final)}
     if cfg.train.save_merged:
-        encoder.save_pretrained(out / "final-merged", merge=True)
+        with atomic_folder(out / "final-merged") as staging:
+            encoder.save_pretrained(staging, merge=True)
         result["merged"] = str(out / "final-merged")
     cra_after = run_cra(encoder, cfg)
     if cra_after:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import distributed as dist_utils
+from ..atomic_file import atomic_folder
 from ..data.batch_plan import BatchPlan
 from ..data.caption_choice import CaptionChoice
 from ..data.errors import DataError
@@ -263,17 +264,17 @@ def _inputs(batch: dict, objective: Stage2Objective, device) -> dict:
 
 def _finish(cfg: Stage2Config, model: LLM2CLIP, encoder, out: Path) -> Path:
     """final/ = the model + its caption encoder: the tuned one (online_lora) or a copy
-    of the stage-1 folder, so from_pretrained(final) encodes both sides."""
+    of the stage-1 folder, so from_pretrained(final) encodes both sides. Built aside and
+    renamed into place: a failure leaves an earlier final/ whole."""
     final = out / "final"
     model.eval()
-    model.save_pretrained(final, save_caption_encoder=False)
-    target = final / "caption_encoder"
-    if cfg.train.mode == "online_lora":
-        encoder.save_pretrained(target)
-    elif Path(cfg.model.caption_encoder).is_dir():
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(cfg.model.caption_encoder, target)
+    with atomic_folder(final) as staging:
+        model.save_pretrained(staging, save_caption_encoder=False)
+        target = staging / "caption_encoder"
+        if cfg.train.mode == "online_lora":
+            encoder.save_pretrained(target)
+        elif Path(cfg.model.caption_encoder).is_dir():
+            shutil.copytree(cfg.model.caption_encoder, target)
     return final
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 MODES = ("offline", "online_frozen", "online_lora")
@@ -87,3 +88,9 @@ class Stage2Config:
             raise ValueError("offline mode needs data.embeddings (a store written by `llm2clip embed`)")
         if not self.model.caption_encoder:
             raise ValueError("model.caption_encoder is required (the stage-1 folder)")
+        encoder, out = Path(self.model.caption_encoder).resolve(), Path(self.train.output_dir).resolve()
+        if encoder.exists() and (encoder == out or out in encoder.parents):
+            # the run replaces its final/ (and may clean its folder): the encoder would go with it
+            raise ValueError(f"model.caption_encoder ({self.model.caption_encoder}) lies inside train.output_dir "
+                             f"({self.train.output_dir}), which this run writes into; copy the encoder elsewhere "
+                             "or choose another train.output_dir")
