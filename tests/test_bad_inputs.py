@@ -170,6 +170,14 @@ def test_a_config_file_inside_the_run_folder_is_never_overwritten(tmp_path, tiny
     code, _, err = run(capsys, "stage1", "--config", user_config, "--set", "train.lr=5e-4")
     assert code == 2 and user_config.read_bytes() == written
 
+    # resuming a run from its own record (`--config run/config.yaml --resume`) works and leaves it as it is
+    (tmp_path / "other").mkdir()
+    assert run(capsys, *stage1_args(tmp_path / "other", tiny_llama))[0] == 0
+    record = tmp_path / "other" / "run" / "config.yaml"
+    written = record.read_bytes()
+    assert run(capsys, "stage1", "--config", record, "--set", "train.max_steps=3", "--resume")[0] == 0
+    assert record.read_bytes() == written
+
 
 # ================================================================== wrong results with exit 0
 def write_karpathy(root: Path) -> Path:

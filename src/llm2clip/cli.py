@@ -101,7 +101,7 @@ def _stage1(args) -> int:
     cfg = load_config(Stage1Config, args.config, args.overrides)
     if not cfg.data.train:
         raise ConfigError(f"{args.config}: data.train is required (a caption records file)")
-    summary = train_stage1(cfg, resume=args.resume)
+    summary = train_stage1(cfg, resume=args.resume, config_file=args.config)
     if "encoder" in summary:
         print(json.dumps(summary, indent=2))
     return 0
@@ -112,7 +112,7 @@ def _stage2(args) -> int:
     from .train.stage2_config import Stage2Config
 
     cfg = load_config(Stage2Config, args.config, args.overrides)
-    summary = train_stage2(cfg, resume=args.resume)
+    summary = train_stage2(cfg, resume=args.resume, config_file=args.config)
     if "model" in summary:
         print(json.dumps(summary, indent=2))
     return 0

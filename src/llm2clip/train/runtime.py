@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 import yaml
 
 from .. import config as config_mod
+from ..atomic_file import atomic_write_text
 from .checkpoint import list_checkpoints
 
 log = logging.getLogger("llm2clip")
@@ -41,10 +43,13 @@ def setup_logging(main_process: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def prepare_output(output_dir: str, cfg: Any, resume: bool, main_process: bool) -> Path:
+def prepare_output(output_dir: str, cfg: Any, resume: bool, main_process: bool,
+                   config_file: str | os.PathLike | None = None) -> Path:
     """Create the run folder and save its config; refuse to silently mix two runs.
 
     Resuming requires the same config except the keys that only affect how long it runs.
+    `config_file`, the YAML the user passed, is never overwritten, even when it is the run
+    folder's own config.yaml.
     """
     out = Path(output_dir)
     saved_file = out / "config.yaml"
@@ -52,6 +57,11 @@ def prepare_output(output_dir: str, cfg: Any, resume: bool, main_process: bool) 
     if list_checkpoints(out / "checkpoints") and not resume:
         raise TrainingError(f"{out} already holds checkpoints: pass --resume to continue that run, "
                             f"or choose another train.output_dir")
+    users_file = bool(config_file) and saved_file.is_file() and os.path.samefile(config_file, saved_file)
+    if users_file and not resume:
+        raise config_mod.ConfigError(f"{config_file} is the config you passed, and also the record of the run's "
+                                     f"settings that train.output_dir={output_dir} gets; move your config out of "
+                                     "the run folder or choose another train.output_dir")
     if resume and saved_file.is_file():
         saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
         changed = _diff(saved, current, ignore={"train.max_steps", "train.epochs", "train.save_every",
@@ -60,7 +70,8 @@ def prepare_output(output_dir: str, cfg: Any, resume: bool, main_process: bool) 
             raise TrainingError(f"cannot resume {out}: the config differs in {', '.join(changed)}")
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
-        saved_file.write_text(yaml.safe_dump(current, sort_keys=False), encoding="utf-8")
+        if not users_file:  # resuming with the run's own record as --config: it holds these settings
+            atomic_write_text(saved_file, yaml.safe_dump(current, sort_keys=False))
     return out
 
 

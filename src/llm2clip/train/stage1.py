@@ -73,13 +73,14 @@ def run_cra(encoder: CaptionEncoder, cfg: Stage1Config) -> dict[str, Any] | None
         encoder.num_truncated = counted
 
 
-def train_stage1(cfg: Stage1Config, resume: bool = False) -> dict[str, Any]:
+def train_stage1(cfg: Stage1Config, resume: bool = False,
+                 config_file: str | None = None) -> dict[str, Any]:
     """Run stage 1 end to end; returns a summary (final paths, CRA before/after, steps)."""
     t = cfg.train
     accelerator = make_accelerator(t.precision, t.device)
     main = accelerator.is_main_process
     setup_logging(main)
-    out = prepare_output(t.output_dir, cfg, resume, main)
+    out = prepare_output(t.output_dir, cfg, resume, main, config_file)
     torch.manual_seed(t.seed)
     schedule = build_schedule_for(cfg, accelerator.num_processes)
     steps = total_steps(t.max_steps, t.epochs, schedule.steps_per_epoch, t.grad_accum)

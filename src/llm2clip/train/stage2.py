@@ -40,13 +40,14 @@ from .training_state import restore_training_state, save_training_state
 log = logging.getLogger("llm2clip.stage2")
 
 
-def train_stage2(cfg: Stage2Config, resume: bool = False) -> dict[str, Any]:
+def train_stage2(cfg: Stage2Config, resume: bool = False,
+                 config_file: str | None = None) -> dict[str, Any]:
     cfg.validate()
     t = cfg.train
     accelerator = make_accelerator(t.precision, t.device)
     main = accelerator.is_main_process
     setup_logging(main)
-    out = prepare_output(t.output_dir, cfg, resume, main)
+    out = prepare_output(t.output_dir, cfg, resume, main, config_file)
     torch.manual_seed(t.seed)
 
     encoder, store = load_text_side(cfg)
