@@ -110,13 +110,13 @@ class ModelSession:
 
     def images(self, label: str, paths) -> torch.Tensor:
         paths = [str(p) for p in paths]
-        key = self.cache.key(self.fingerprint, "image", paths)
-        return self.cache.get_or_compute(f"{self.name}-{_safe(label)}-image", key, lambda: (
+        key = self.cache.key(self.fingerprint, "image", paths, files=True)
+        return self.cache.get_or_compute(f"{_safe(self.name)}-{_safe(label)}-image", key, lambda: (
             encode_images(self.model, paths, self.batch_size, desc=f"{label} images"), 0))[0]
 
     def texts(self, label: str, texts: list[str]) -> tuple[torch.Tensor, int]:
         key = self.cache.key(self.fingerprint, "text", texts)
-        return self.cache.get_or_compute(f"{self.name}-{_safe(label)}-text", key,
+        return self.cache.get_or_compute(f"{_safe(self.name)}-{_safe(label)}-text", key,
                                          lambda: encode_texts(self.model, texts, self.batch_size))
 
     def truncation_note(self, truncated: int, total: int) -> str | None:
@@ -126,7 +126,8 @@ class ModelSession:
 
 
 def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+    """A model or benchmark name as part of a file name: no separators, no leading dot."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).lstrip(".") or "_"
 
 
 # ------------------------------------------------------------------ evaluating
