@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .atomic_file import WriteError
+from .choices import POOLINGS
 from .config import ConfigError, load_config
 from .train.runtime import TrainingError
 
@@ -61,12 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", required=True, help="caption encoder folder, embedded name, HF id or path")
     c.add_argument("--data", required=True, help="Karpathy JSON or CSV/TSV/JSONL caption records")
     c.add_argument("--fields", nargs="+", help="caption fields, in order (captions 1 and 2 form the pair)")
-    c.add_argument("--limit", type=int, help="use only the first N records")
-    c.add_argument("--pooling", choices=["mean", "last", "weighted_mean"])
+    c.add_argument("--limit", type=positive_int, help="use only the first N records")
+    c.add_argument("--pooling", choices=POOLINGS)
     c.add_argument("--instruction", help="instruction prepended to every caption (attended, not pooled)")
     c.add_argument("--causal", action="store_true", help="causal instead of bidirectional attention")
-    c.add_argument("--max-length", type=int)
-    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--max-length", type=positive_int)
+    c.add_argument("--batch-size", type=positive_int, default=64)
     c.add_argument("--out", help="also write the result as JSON here")
     c.set_defaults(run=_eval_cra)
 
@@ -83,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="a ~2-minute smoke version")
     p.set_defaults(run=_demo)
     return parser
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts: a whole number >= 1 (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _add_training_command(sub, name: str, help_text: str, example: str, run) -> None:

@@ -13,10 +13,13 @@ import json
 import logging
 import os
 
+from ..choices import PRECISIONS
 from .quantize import DTYPES
 
 
 def add_embed_parser(subparsers) -> argparse.ArgumentParser:
+    from ..cli import positive_int
+
     p = subparsers.add_parser("embed", help="store the caption encoder's embeddings of every caption (offline stage 2)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="caption encoder: stage-1 folder, embedded name, HF id or path")
@@ -24,10 +27,10 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fields", nargs="+", help="caption fields to embed (default: the reader's default fields)")
     p.add_argument("--out", required=True, help="store folder (rerun the same command to resume)")
     p.add_argument("--dtype", choices=DTYPES, default="fp16", help="storage dtype (default fp16)")
-    p.add_argument("--shard-size", type=int, default=4096, help="captions per shard")
-    p.add_argument("--batch-size", type=int, default=64, help="captions per forward pass")
+    p.add_argument("--shard-size", type=positive_int, default=4096, help="captions per shard")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="captions per forward pass")
     p.add_argument("--id-field", default="id", help="the field holding each sample's id")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="compute precision (auto: bf16 on GPUs that support it, else fp32)")
     p.add_argument("--device", help="default: this rank's GPU if there is one, else cpu")
     p.add_argument("--rank", type=int, help="this job's rank, for jobs launched without torchrun")

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..devices import resolve_device
 from .embedding_cache import EmbeddingCache
 from .eval_config import RETRIEVAL_KINDS, BenchmarkSpec, EvalConfig
 from .models import encode_images, encode_texts, load_eval_model, model_fingerprint, text_limit
@@ -33,6 +34,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     from .report import write_report
 
     cfg.validate()
+    device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     benchmarks = [b for spec in cfg.benchmarks for b in load_benchmark(spec, cfg.skip_missing)]
     cache = EmbeddingCache(out / "cache" if cfg.cache else None)
@@ -40,7 +42,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         b.name: {"kind": b.kind, "language": b.language, "results": {}, "notes": {}} for b in benchmarks}}
     for spec in cfg.models:
         log.info("model %s: %s (%s)", spec.name, spec.path, spec.kind)
-        model = load_eval_model(spec, cfg.device)
+        model = load_eval_model(spec, device)
         session = ModelSession(spec.name, model, model_fingerprint(spec), cache, cfg.batch_size)
         for bench in benchmarks:
             metrics, note = EVALUATORS[bench.kind](session, bench)
@@ -84,7 +86,7 @@ def _cra_pairs(spec: BenchmarkSpec) -> tuple[list[str], list[str]]:
     from ..data.records import read_caption_records
 
     records, stats = read_caption_records(spec.path, caption_fields=spec.fields or None, min_captions=2)
-    records = records[:spec.limit] if spec.limit else records
+    records = records[:spec.limit] if spec.limit is not None else records
     if len(records) < 2:
         raise ValueError(f"benchmark {spec.name}: {spec.path} has {len(records)} records with two captions; "
                          f"CRA needs at least 2 ({stats.summary()})")

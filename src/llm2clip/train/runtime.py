@@ -13,6 +13,8 @@ import yaml
 
 from .. import config as config_mod
 from ..atomic_file import atomic_write_text
+from ..choices import PRECISIONS
+from ..devices import resolve_device
 from .checkpoint import list_checkpoints
 
 log = logging.getLogger("llm2clip")
@@ -26,13 +28,13 @@ def make_accelerator(precision: str, device: str):
     """One Accelerator for CPU, one GPU, or many (torchrun / accelerate launch)."""
     from accelerate import Accelerator
 
-    cpu = device == "cpu" or not torch.cuda.is_available()
+    cpu = resolve_device(device, "train.device") == "cpu"
+    if precision not in PRECISIONS:
+        raise config_mod.ConfigError(f"train.precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         mixed = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
     else:
-        mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}.get(precision)
-        if mixed is None:
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+        mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     return Accelerator(cpu=cpu, mixed_precision=mixed)
 
 

@@ -76,6 +76,7 @@ def run_cra(encoder: CaptionEncoder, cfg: Stage1Config) -> dict[str, Any] | None
 def train_stage1(cfg: Stage1Config, resume: bool = False,
                  config_file: str | None = None) -> dict[str, Any]:
     """Run stage 1 end to end; returns a summary (final paths, CRA before/after, steps)."""
+    cfg.validate()
     t = cfg.train
     accelerator = make_accelerator(t.precision, t.device)
     main = accelerator.is_main_process
