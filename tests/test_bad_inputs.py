@@ -136,6 +136,16 @@ def test_stage2_refuses_a_caption_encoder_inside_its_output_dir(tmp_path, tiny_v
     assert not (run_dir / "metrics.jsonl").exists()  # refused before training
 
 
+def test_stage1_refuses_a_model_inside_its_output_dir(tmp_path, tiny_llama, capsys):
+    inside = tmp_path / "run" / "final"  # e.g. fine-tuning a run's own result again, into the same folder
+    shutil.copytree(tiny_llama, inside)
+    before = folder_bytes(inside)
+    code, _, err = run(capsys, *stage1_args(tmp_path, tiny_llama, f"model.name={inside}"))
+    message = one_line_error(err)
+    assert code == 2 and "model.name" in message and "train.output_dir" in message
+    assert folder_bytes(inside) == before
+
+
 def test_stage2_final_folder_is_replaced_atomically(tmp_path, tiny_visions, stage1_folder, capsys, monkeypatch):
     from llm2clip.train import stage2 as stage2_mod
 
