@@ -12,10 +12,12 @@ import torch
 import yaml
 
 from .. import config as config_mod
+from .. import distributed as dist_utils
 from ..atomic_file import atomic_write_text
 from ..choices import PRECISIONS
 from ..devices import resolve_device
 from .checkpoint import list_checkpoints
+from .run_folder import record_start, set_earlier_run_aside
 
 log = logging.getLogger("llm2clip")
 
@@ -50,6 +52,8 @@ def prepare_output(output_dir: str, cfg: Any, resume: bool, main_process: bool,
     """Create the run folder and save its config; refuse to silently mix two runs.
 
     Resuming requires the same config except the keys that only affect how long it runs.
+    A fresh start sets an earlier run's outputs aside (run_folder.py); every start is
+    recorded in run-history.jsonl as fresh or a resume.
     `config_file`, the YAML the user passed, is never overwritten, even when it is the run
     folder's own config.yaml.
     """
@@ -72,8 +76,10 @@ def prepare_output(output_dir: str, cfg: Any, resume: bool, main_process: bool,
             raise TrainingError(f"cannot resume {out}: the config differs in {', '.join(changed)}")
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
+        record_start(out, resume, None if resume else set_earlier_run_aside(out))
         if not users_file:  # resuming with the run's own record as --config: it holds these settings
             atomic_write_text(saved_file, yaml.safe_dump(current, sort_keys=False))
+    dist_utils.barrier()  # no rank writes its logs before an earlier run's are set aside
     return out
 
 
