@@ -407,13 +407,15 @@ def test_unwritable_output_paths_are_refused_up_front(tmp_path, tiny_llama, tiny
 
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
+    images, _ = write_dataset(tmp_path / "data")
+    captions = write_captions(tmp_path / "c.jsonl", ["a", "b"])
     for bad in (a_file, a_file / "run"):
         code, _, err = run(capsys, *stage1_args(tmp_path, tiny_llama, f"train.output_dir={bad}"))
         assert code == 2 and str(a_file) in one_line_error(err)
-        code, _, err = run(capsys, *stage2_args(tmp_path, tiny_visions, stage1_folder, f"train.output_dir={bad}"))
+        code, _, err = run(capsys, *stage2_args(tmp_path, tiny_visions, stage1_folder, f"train.output_dir={bad}",
+                                                data=images))
         assert code == 2 and str(a_file) in one_line_error(err)
-        data = write_captions(tmp_path / "c.jsonl", ["a", "b"])
-        code, _, err = run(capsys, *embed_args(tiny_llama, data, bad))
+        code, _, err = run(capsys, *embed_args(tiny_llama, captions, bad))
         assert code == 2 and str(a_file) in one_line_error(err)
         code, _, err = run(capsys, "eval", "cra", "--model", tiny_llama, "--data", write_records(tmp_path / "r.jsonl"),
                            "--out", a_file / "cra.json")

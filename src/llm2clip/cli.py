@@ -5,17 +5,20 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
-from .atomic_file import WriteError
+from .atomic_file import WriteError, atomic_write_text
 from .choices import POOLINGS
 from .config import ConfigError, load_config
+from .output_paths import require_writable_file, require_writable_folder
 from .train.runtime import TrainingError
 
-# Bad input (configs, data, model names) and failed runs raise these with a message that
-# names the file/key; print it plainly. Anything else is a bug: keep its traceback.
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, TrainingError, WriteError)
+# Bad input (configs, data, model names, paths) and failed runs raise these families with a
+# message that names the file/key (ConfigError, DataError, StoreError are ValueErrors); print
+# it as one line. Anything else (KeyError, TypeError, RuntimeError, ...) is a bug: keep its traceback.
+EXPECTED_ERRORS = (ValueError, OSError, TrainingError, WriteError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as err:  # a clear message, not a traceback
         if os.environ.get("LLM2CLIP_DEBUG"):
             raise
-        print(f"llm2clip: error: {err}", file=sys.stderr)
+        print(f"llm2clip: error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def one_line(err: BaseException) -> str:
+    """The message of an expected error on one line. An OSError says which file; an error
+    re-raised from a DataLoader worker carries the worker's traceback text: keep its last line."""
+    text = str(err)
+    if isinstance(err, OSError) and err.filename is not None:
+        text = f"{err.filename}: {err.strerror or text}"
+    if "Traceback (most recent call last)" in text:
+        last = text.strip().splitlines()[-1]
+        text = re.sub(r"^[\w.]+(Error|Exception): ", "", last)
+    return " ".join(text.split())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +165,8 @@ def _eval_cra(args) -> int:
     from .text import CaptionEncoder
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.out:
+        require_writable_file(args.out, "--out")  # before the model loads
     options = {k: v for k, v in dict(pooling=args.pooling, instruction=args.instruction,
                                      max_length=args.max_length).items() if v is not None}
     if args.causal:
@@ -160,14 +177,14 @@ def _eval_cra(args) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 
 def _concat_encoder(args) -> int:
     from .text.concat_encoder import make_concat_encoder
 
+    require_writable_folder(args.out, "--out")
     encoder = make_concat_encoder(args.llm, args.clip_text, args.out)
     print(f"{args.out}: [LLM {encoder.llm.dim} ‖ CLIP text {encoder.clip_text.embed_dim}] = {encoder.dim} dimensions")
     return 0
@@ -176,6 +193,7 @@ def _concat_encoder(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
+    require_writable_folder(args.out, "--out")
     run_demo(args.out, fast=args.fast)
     return 0
 

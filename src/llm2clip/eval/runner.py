@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from ..devices import resolve_device
+from ..output_paths import require_writable_folder
 from .embedding_cache import EmbeddingCache
 from .eval_config import RETRIEVAL_KINDS, BenchmarkSpec, EvalConfig
 from .models import encode_images, encode_texts, load_eval_model, model_fingerprint, text_limit
@@ -35,7 +36,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
     cfg.validate()
     device = resolve_device(cfg.device)
-    out = Path(cfg.output_dir)
+    out = require_writable_folder(cfg.output_dir, "output_dir")  # before any embedding is computed
     benchmarks = [b for spec in cfg.benchmarks for b in load_benchmark(spec, cfg.skip_missing)]
     cache = EmbeddingCache(out / "cache" if cfg.cache else None)
     results: dict[str, Any] = {"models": [m.name for m in cfg.models], "benchmarks": {

@@ -16,6 +16,7 @@ from .. import distributed as dist_utils
 from ..atomic_file import atomic_write_text
 from ..choices import PRECISIONS
 from ..devices import resolve_device
+from ..output_paths import require_writable_folder
 from .checkpoint import list_checkpoints
 from .run_folder import record_start, set_earlier_run_aside
 
@@ -58,6 +59,8 @@ def prepare_output(output_dir: str, cfg: Any, resume: bool, main_process: bool,
     folder's own config.yaml.
     """
     out = Path(output_dir)
+    if main_process:
+        require_writable_folder(out, "train.output_dir")
     saved_file = out / "config.yaml"
     current = config_mod.to_dict(cfg)
     if list_checkpoints(out / "checkpoints") and not resume:
