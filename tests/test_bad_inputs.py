@@ -377,8 +377,9 @@ def test_a_resume_without_any_checkpoint_replays_from_step_0_with_clean_logs(tmp
     assert [h["start"] for h in history] == ["resume"]
 
 
-def test_a_nan_in_a_stored_embedding_is_refused_naming_store_id_and_field(tmp_path, tiny_visions, stage1_folder,
-                                                                         capsys):
+@pytest.mark.parametrize("workers", [0, 1])  # in a DataLoader worker the error arrives wrapped in its traceback
+def test_a_nan_in_a_stored_embedding_is_refused_naming_store_id_and_field(workers, tmp_path, tiny_visions,
+                                                                         stage1_folder, capsys):
     from llm2clip.data.records import read_caption_records
     from llm2clip.embeddings import write_embedding_store
 
@@ -395,7 +396,8 @@ def test_a_nan_in_a_stored_embedding_is_refused_naming_store_id_and_field(tmp_pa
     encoder.encode = encode_with_a_nan
     store = write_embedding_store(encoder, records, tmp_path / "store", dtype="fp16", shard_size=8)
     code, _, err = run(capsys, *stage2_args(tmp_path, tiny_visions, stage1_folder, "train.mode=offline",
-                                            f"data.embeddings={store}", "data.dense_ratio=0", data=data))
+                                            f"data.embeddings={store}", "data.dense_ratio=0",
+                                            f"data.num_workers={workers}", data=data))
     message = one_line_error(err)
     assert code == 2 and str(store) in message and "red-left" in message and "raw_caption" in message
 
