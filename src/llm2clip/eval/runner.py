@@ -76,7 +76,7 @@ def load_benchmark(spec: BenchmarkSpec, skip_missing: bool) -> list[LoadedBenchm
     folder = dict(class_names=_lines(spec.class_names), skip_missing=skip_missing)
     if spec.kind == "zeroshot":
         return [LoadedBenchmark(spec.name, "zeroshot",
-                                readers.read_class_folder(spec.path, templates=_lines(spec.templates), **folder))]
+                                readers.read_class_folder(spec.path, templates=spec.templates, **folder))]
     train, test = readers.read_class_folder(spec.train, **folder), readers.read_class_folder(spec.path, **folder)
     if train.class_names != test.class_names:
         raise ValueError(f"benchmark {spec.name}: train ({spec.train}) and test ({spec.path}) class folders differ")
@@ -155,10 +155,10 @@ def evaluate_cra(session: ModelSession, bench: LoadedBenchmark):
 
 
 def evaluate_zeroshot(session: ModelSession, bench: LoadedBenchmark):
-    from .zeroshot import class_text_embeddings, zeroshot_metrics
+    from .zeroshot import class_text_embeddings, fill_template, zeroshot_metrics
 
     data = bench.data
-    prompts = [t.format(name) for name in data.class_names for t in data.templates]
+    prompts = [fill_template(t, name) for name in data.class_names for t in data.templates]
     embedded, truncated = session.texts(bench.name + "-prompts", prompts)
     classes = class_text_embeddings(_lookup(prompts, embedded), data.class_names, data.templates)
     images = session.images(bench.name, data.image_paths)
