@@ -253,6 +253,7 @@ STAGE1_BAD = [
     ("train.save_every=0", "train.save_every"),
     ("train.seed=-1", "train.seed"),
     ("train.lr=-1e-3", "train.lr"),
+    ("train.lr=nan", "train.lr"),
     ("train.batch_size=0", "train.batch_size"),
     ("train.precision=fp8", "train.precision"),
     ("train.schedule=exponential", "train.schedule"),
@@ -263,6 +264,7 @@ STAGE1_BAD = [
 STAGE2_BAD = [
     ("model.embed_dim=-4", "model.embed_dim"),
     ("model.logit_scale_init=0", "model.logit_scale_init"),
+    ("model.logit_bias_init=.nan", "model.logit_bias_init"),  # every float must be finite
     ("model.adaptor=abc", "model.adaptor"),
     ("model.adaptor={kind: lstm}", "model.adaptor"),
     ("train.device=banana", "train.device"),
@@ -315,6 +317,13 @@ def test_eval_cra_limit_must_be_positive(limit, tmp_path, tiny_llama, capsys):
     data = write_records(tmp_path / "captions.jsonl")
     code, _, err = run(capsys, "eval", "cra", "--model", tiny_llama, "--data", data, "--limit", limit)
     assert code == 2 and "--limit" in err and "Traceback" not in err
+
+
+def test_eval_cra_never_writes_its_result_over_its_data(tmp_path, tiny_llama, capsys):
+    data = write_records(tmp_path / "captions.jsonl")
+    written = data.read_bytes()
+    code, _, err = run(capsys, "eval", "cra", "--model", tiny_llama, "--data", data, "--out", data)
+    assert code == 2 and "--out" in one_line_error(err) and data.read_bytes() == written
 
 
 def test_cuda_without_a_gpu_is_a_clear_error_and_the_paper_eval_config_runs_anywhere(tmp_path, tiny_llama, capsys):

@@ -166,7 +166,7 @@ def _eval_cra(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.out:
-        require_writable_file(args.out, "--out")  # before the model loads
+        require_writable_file(args.out, "--out", inputs=(args.data,))  # before the model loads
     options = {k: v for k, v in dict(pooling=args.pooling, instruction=args.instruction,
                                      max_length=args.max_length).items() if v is not None}
     if args.causal:

@@ -12,6 +12,7 @@ key (`train.max_steps must be >= 1 (or null: ...), got -3`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -48,6 +49,8 @@ class Check:
         """What is wrong with `value` (the message after the key), or None."""
         if self.choices is not None:
             return None if value in self.choices else f"{value!r} is not one of {', '.join(self.choices)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
         ok = ((self.at_least is None or value >= self.at_least) and (self.above is None or value > self.above)
               and (self.at_most is None or value <= self.at_most) and (self.below is None or value < self.below))
         return None if ok else f"must be {self.describe()}, got {value!r}"
@@ -98,8 +101,9 @@ def _declared_settings(cfg: Any, prefix: str):
         elif isinstance(value, list) and value and all(dataclasses.is_dataclass(v) for v in value):
             for i, item in enumerate(value):
                 yield from _declared_settings(item, f"{key}[{i}].")
-        elif CHECK in f.metadata:
-            yield key, value, f.metadata[CHECK], type(None) in typing.get_args(hints[f.name])
+        elif CHECK in f.metadata or float in (hints[f.name], *typing.get_args(hints[f.name])):
+            # every float must at least be finite (YAML reads .nan / .inf, and `nan` from --set)
+            yield key, value, f.metadata.get(CHECK, Check()), type(None) in typing.get_args(hints[f.name])
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:

@@ -29,10 +29,14 @@ def require_writable_folder(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def require_writable_file(path: str | os.PathLike, what: str) -> Path:
-    """Check that file `path` can be written (its folder is created if needed)."""
+def require_writable_file(path: str | os.PathLike, what: str, inputs: tuple = ()) -> Path:
+    """Check that file `path` can be written (its folder is created if needed) and is none
+    of the command's `inputs` (which it would overwrite)."""
     path = Path(path)
     if path.is_dir():
         raise WriteError(f"{what} {path} is a folder, not a file")
+    for source in inputs:
+        if path.is_file() and Path(source).is_file() and os.path.samefile(path, source):
+            raise WriteError(f"{what} {path} is also an input of this command ({source}); it would be overwritten")
     require_writable_folder(path.parent, f"the folder of {what} {path}:")
     return path
