@@ -267,6 +267,7 @@ STAGE2_BAD = [
     ("model.logit_bias_init=.nan", "model.logit_bias_init"),  # every float must be finite
     ("model.adaptor=abc", "model.adaptor"),
     ("model.adaptor={kind: lstm}", "model.adaptor"),
+    ("model.adaptor={kind: mlp, blocks: 2}", "model.adaptor"),  # an option the adaptor does not take
     ("train.device=banana", "train.device"),
     ("train.seed=-1", "train.seed"),
     ("train.mode=offlin", "train.mode"),
@@ -317,6 +318,14 @@ def test_eval_cra_limit_must_be_positive(limit, tmp_path, tiny_llama, capsys):
     data = write_records(tmp_path / "captions.jsonl")
     code, _, err = run(capsys, "eval", "cra", "--model", tiny_llama, "--data", data, "--limit", limit)
     assert code == 2 and "--limit" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda:7"])
+def test_embed_refuses_a_device_that_is_not_there(device, tmp_path, tiny_llama, capsys):
+    data = write_captions(tmp_path / "c.jsonl", ["a", "b"])
+    code, _, err = run(capsys, "embed", "--model", tiny_llama, "--data", data, "--out", tmp_path / "s",
+                       "--device", device)
+    assert code == 2 and "--device" in one_line_error(err)
 
 
 def test_eval_cra_never_writes_its_result_over_its_data(tmp_path, tiny_llama, capsys):
@@ -459,7 +468,8 @@ def test_the_cli_maps_expected_os_errors_to_one_line_and_keeps_tracebacks_for_bu
     parser = cli.build_parser()
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
     for error in (PermissionError(13, "Permission denied", "/x/y"), IsADirectoryError(21, "Is a directory", "/x"),
-                  UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")):
+                  UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+                  ModuleNotFoundError("timm towers need the optional extra: pip install llm2clip[timm]")):
         parser.set_defaults(run=fails_with(error))
         assert cli.main([]) == 2
         one_line_error(capsys.readouterr().err)

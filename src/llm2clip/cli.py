@@ -15,10 +15,11 @@ from .config import ConfigError, load_config
 from .output_paths import require_writable_file, require_writable_folder
 from .train.runtime import TrainingError
 
-# Bad input (configs, data, model names, paths) and failed runs raise these families with a
-# message that names the file/key (ConfigError, DataError, StoreError are ValueErrors); print
-# it as one line. Anything else (KeyError, TypeError, RuntimeError, ...) is a bug: keep its traceback.
-EXPECTED_ERRORS = (ValueError, OSError, TrainingError, WriteError)
+# Bad input (configs, data, model names, paths), a missing optional package, and failed runs
+# raise these families with a message that names the file/key (ConfigError, DataError,
+# StoreError are ValueErrors); print it as one line. Anything else (KeyError, TypeError,
+# RuntimeError, ...) is a bug: keep its traceback.
+EXPECTED_ERRORS = (ValueError, OSError, ImportError, TrainingError, WriteError)
 
 
 def main(argv: list[str] | None = None) -> int:

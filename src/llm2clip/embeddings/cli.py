@@ -48,11 +48,14 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
 def run_embed(args) -> int:
     from ..data.records import read_caption_records
     from ..data.webdataset_source import is_shard_spec, read_webdataset_records
+    from ..devices import check_device_name
     from ..output_paths import require_writable_folder
     from ..text import load_caption_encoder
     from .writer import write_embedding_store
 
     require_writable_folder(args.out, "--out")  # before reading data or loading the encoder
+    if args.device:
+        check_device_name(args.device)
     started = _init_distributed()
     try:
         from .. import distributed as dist_utils

@@ -250,7 +250,9 @@ def _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loa
 
 def _inputs(batch: dict, objective: Stage2Objective, device) -> dict:
     if not batch["ids"]:
-        raise ValueError("every sample of a micro-batch was skipped; see skipped-rank*.jsonl")
+        sample_id, reason = batch["skipped"][0] if batch["skipped"] else ("?", "?")
+        raise ValueError(f"every sample of a micro-batch was skipped (e.g. sample {sample_id!r}: {reason}); "
+                         "see skipped-rank*.jsonl")
     if "image_features" in batch:
         inputs: dict[str, Any] = {"image_features": batch["image_features"].to(device)}
     else:

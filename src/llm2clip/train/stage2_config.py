@@ -86,9 +86,7 @@ class Stage2Config:
 
     def validate(self) -> None:
         check_config(self)
-        kind = self.model.adaptor.get("kind", "mlp")
-        if kind not in ADAPTOR_KINDS:
-            raise ConfigError(f"model.adaptor.kind {kind!r} is not one of {', '.join(ADAPTOR_KINDS)}")
+        self._check_adaptor()
         if bool(self.data.train) == bool(self.data.train_shards):
             raise ValueError("set exactly one of data.train (image-caption records) and data.train_shards "
                              "(webdataset shards)")
@@ -104,3 +102,18 @@ class Stage2Config:
             raise ValueError(f"model.caption_encoder ({self.model.caption_encoder}) lies inside train.output_dir "
                              f"({self.train.output_dir}), which this run writes into; copy the encoder elsewhere "
                              "or choose another train.output_dir")
+
+    def _check_adaptor(self) -> None:
+        """model.adaptor names a kind and only options its class takes (before anything loads)."""
+        import inspect
+
+        from ..adaptor import ADAPTORS
+
+        options = dict(self.model.adaptor)
+        kind = options.pop("kind", "mlp")
+        if kind not in ADAPTOR_KINDS:
+            raise ConfigError(f"model.adaptor.kind {kind!r} is not one of {', '.join(ADAPTOR_KINDS)}")
+        accepted = list(inspect.signature(ADAPTORS[kind]).parameters)[2:]  # after in_dim, embed_dim
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ConfigError(f"model.adaptor: the {kind} adaptor has no option(s) {unknown}; it takes {accepted}")
