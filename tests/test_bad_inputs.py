@@ -513,6 +513,12 @@ def test_a_nul_byte_in_an_image_path_is_a_counted_skip_also_after_resume(tmp_pat
     assert all(row["reason"].startswith("DataError") and "'nul'" in row["reason"] for row in nul)
 
 
+def test_a_batch_with_every_sample_skipped_names_a_sample_and_why(tmp_path, tiny_visions, stage1_folder, capsys):
+    code, _, err = run(capsys, *stage2_args(tmp_path, tiny_visions, stage1_folder, f"data.image_root={tmp_path / 'no'}"))
+    message = one_line_error(err)
+    assert code == 2 and "no such file" in message and "skipped-rank" in message
+
+
 def test_a_pickle_adapter_next_to_an_unrelated_safetensors_file_is_refused(tmp_path, stage1_folder, capsys):
     from safetensors.torch import load_file, save_file
 
