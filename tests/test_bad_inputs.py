@@ -124,6 +124,19 @@ def test_growing_a_store_with_new_ids_needs_extend_and_keeps_every_stored_row(tm
     assert code == 2 and "s0" in one_line_error(err) and folder_bytes(out) == before
 
 
+def test_embed_over_an_unfinished_store_of_other_captions_is_refused(tmp_path, tiny_llama, capsys):
+    out = tmp_path / "store"
+    first = write_captions(tmp_path / "first.jsonl", [f"s{i}" for i in range(12)])
+    other = write_captions(tmp_path / "other.jsonl", [f"x{i}" for i in range(12)])
+    assert run(capsys, *embed_args(tiny_llama, first, out))[0] == 0
+    (out / "store.json").unlink()  # as if the other ranks of that run were still writing
+    before = folder_bytes(out)
+    code, _, err = run(capsys, *embed_args(tiny_llama, other, out))
+    assert code == 2 and "unfinished" in one_line_error(err) and folder_bytes(out) == before
+    assert run(capsys, *embed_args(tiny_llama, first, out))[0] == 0  # the original command finishes it
+    assert len(EmbeddingStore.open(out)) == 12
+
+
 def test_stage2_refuses_a_caption_encoder_inside_its_output_dir(tmp_path, tiny_visions, stage1_folder, capsys):
     run_dir = tmp_path / "run"
     inside = run_dir / "final" / "caption_encoder"  # e.g. a previous run's final/caption_encoder
