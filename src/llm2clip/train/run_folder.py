@@ -48,3 +48,4 @@ def record_start(out: Path, resume: bool, earlier: Path | None = None) -> None:
            "earlier_run_moved_to": earlier.name if earlier else None}
     with open(out / HISTORY, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(row) + "\n")
+    log.info("%s: %s (recorded in %s)", out, "resuming" if resume else "a fresh start", HISTORY)
