@@ -63,5 +63,8 @@ class EmbeddingCache:
 
 
 def file_sha256(path: str | Path) -> bytes:
+    digest = hashlib.sha256()  # hashlib.file_digest needs Python 3.11; the package supports 3.10
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").digest()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
