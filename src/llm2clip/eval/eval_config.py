@@ -8,12 +8,14 @@
       - {name: urban1k, kind: urban1k, path: data/Urban1k}
       - {name: xm3600, kind: xm3600, path: data/xm3600/captions.jsonl, languages: [en, de, zh]}
       - {name: imagenet, kind: zeroshot, path: data/imagenet/val}
-      - {name: cifar10-probe, kind: linear_probe, train: data/cifar10/train, path: data/cifar10/test}
+      - {name: cifar10-probe, kind: linear_probe, train: data/cifar10/train, path: data/cifar10/test}  # solver: sgd
       - {name: coco-cra, kind: cra, path: data/coco_test.json}
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .linear_probe import SOLVERS
 
 MODEL_KINDS = ("llm2clip", "hf_clip", "dual_encoder")
 RETRIEVAL_KINDS = ("karpathy", "sharegpt4v", "urban1k", "docci", "xm3600", "jsonl", "csv")
@@ -40,7 +42,10 @@ class BenchmarkSpec:
     class_names: str | None = None  # zeroshot: one name per line, in class-folder order
     templates: str | None = None  # zeroshot: one prompt per line with {} (default: CLIP's 80)
     limit: int | None = None  # first N items (quick looks; reported)
-    l2: float | None = None  # linear_probe penalty; None = chosen on a held-out split
+    # linear_probe: "sgd" (§4.2.3's SGD: batch 1024, lr 0.1, momentum 0.9, 50 epochs, mini-batched)
+    # or "lbfgs" (CLIP's full-batch L-BFGS, for features that fit in memory twice)
+    solver: str = "sgd"
+    l2: float | None = None  # linear_probe penalty; None = 0 for sgd (§4.2.3), chosen on a held-out split for lbfgs
 
 
 @dataclass
@@ -73,3 +78,6 @@ class EvalConfig:
             if b.kind == "linear_probe" and not b.train:
                 raise ValueError(f"eval config: benchmarks[{i}] ({b.name}): linear_probe needs `train` "
                                  "(a class folder of training images)")
+            if b.kind == "linear_probe" and b.solver not in SOLVERS:
+                raise ValueError(f"eval config: benchmarks[{i}] ({b.name}): solver {b.solver!r} is not one of "
+                                 f"{SOLVERS}")
