@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..multi_encoder import check_terms
+
 MODES = ("offline", "online_frozen", "online_lora")
 LOSSES = ("clip", "siglip")
 
@@ -22,6 +24,12 @@ class Stage2Model:
     # with the whole tower frozen (frozen_vision_groups = all, LiT-style), compute each image's
     # tower features once before training: only the projection, adaptor and scale train
     cache_image_features: bool = False
+    # Table 10's method. [llm] = (a): the adaptor over the caption embedding (given a concat
+    # caption encoder, the "concat, single head" variant). [llm, clip_text, cat] = (d): a head
+    # per encoder and one on their concatenation, three contrastive losses; needs a concat
+    # caption encoder (`llm2clip concat-encoder`). See multi_encoder.py.
+    loss_terms: list[str] = field(default_factory=lambda: ["llm"])
+    cat_dim: int | None = None  # (d): the concatenation head's width (default 2 x embed_dim, Appendix A)
 
 
 @dataclass
@@ -87,3 +95,4 @@ class Stage2Config:
             raise ValueError("offline mode needs data.embeddings (a store written by `llm2clip embed`)")
         if not self.model.caption_encoder:
             raise ValueError("model.caption_encoder is required (the stage-1 folder)")
+        check_terms(self.model.loss_terms, "model.loss_terms")
