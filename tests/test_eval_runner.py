@@ -133,7 +133,8 @@ def test_the_config_selects_the_linear_probe_solver(tmp_path, tiny_model, solver
     cfg = write_config(tmp_path, tiny_model, files, tmp_path / "eval")
     probe = [line for line in cfg.read_text().splitlines() if "linear_probe" in line][0]
     chosen = probe if solver is None else probe.replace("}", f", solver: {solver}}}")
-    cfg.write_text(cfg.read_text().split("benchmarks:")[0] + f"benchmarks:\n{chosen}\noutput_dir: {tmp_path / 'eval'}\n")
+    models = cfg.read_text().split("benchmarks:")[0]
+    cfg.write_text(f"{models}benchmarks:\n{chosen}\noutput_dir: {tmp_path / 'eval'}\n")
     fits = []
     real_fit = lp.fit_logistic_regression
     monkeypatch.setattr(lp, "fit_logistic_regression", lambda *a, **k: fits.append(k["solver"]) or real_fit(*a, **k))
