@@ -30,7 +30,8 @@ from torch import nn
 
 from .adaptor import build_adaptor
 from .atomic_file import atomic_write_bytes, atomic_write_text
-from .multi_encoder import TERMS, MultiEncoderHeads, check_terms, default_inference_term, needs_clip_text
+from .multi_encoder import (IMAGE_SPACES, TERMS, MultiEncoderHeads, check_terms, default_inference_term,
+                            needs_clip_text)
 from .vision import load_vision_tower
 
 CONFIG_FILE = "llm2clip.json"
@@ -64,9 +65,11 @@ class LLM2CLIPConfig:
     def check(self) -> None:
         check_terms(self.loss_terms)
         if self.clip_text_dim and not needs_clip_text(self.loss_terms):
-            raise ValueError(f"clip_text_dim={self.clip_text_dim} is for multi-encoder loss terms, not {self.loss_terms}")
+            raise ValueError(f"clip_text_dim={self.clip_text_dim} is for multi-encoder loss terms, "
+                             f"not {self.loss_terms}")
         if self.inference_term is not None and self.inference_term not in self.loss_terms:
-            raise ValueError(f"inference_term {self.inference_term!r} is not one of the trained terms {self.loss_terms}")
+            raise ValueError(f"inference_term {self.inference_term!r} is not one of the trained terms "
+                             f"{self.loss_terms}")
 
 
 class LLM2CLIP(nn.Module):
@@ -110,12 +113,12 @@ class LLM2CLIP(nn.Module):
     def project_image_features(self, features: torch.Tensor, term: str | None = None) -> torch.Tensor:
         """The tower's pooled features [N, width] (cached features of a frozen tower) in the
         image space of `term`."""
-        return self.image_space(features, TERMS[self._term(term)][1])
+        return self.image_space(features, TERMS[self._term(term)][0])
 
     def encode_text_embeddings(self, embeddings: torch.Tensor, term: str | None = None) -> torch.Tensor:
         """Precomputed caption-encoder embeddings [N, text_dim] in the text space of `term`
         (for method (a): the adaptor)."""
-        space = TERMS[self._term(term)][0]
+        space = TERMS[self._term(term)][1]
         return self.text_spaces(embeddings, [space])[space]
 
     def encode_text(self, texts: list[str], batch_size: int = 32, term: str | None = None) -> torch.Tensor:
@@ -153,13 +156,15 @@ class LLM2CLIP(nn.Module):
             out["cat"] = F.normalize(self.multi.cat_text(torch.cat([out["llm"], out["clip_text"]], dim=-1)), dim=-1)
         return {space: out[space] for space in spaces}
 
-    def term_pairs(self, pooled: torch.Tensor, embeddings: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """{term: (its image-side features, its text features)} for every trained term: what
-        the stage-2 loss contrasts."""
+    def term_pairs(self, pooled: torch.Tensor,
+                   embeddings: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{term: (its first space's rows, its second space's rows)} for every trained term,
+        each space computed once: what the stage-2 loss contrasts."""
         pairs = {term: TERMS[term] for term in self.config.loss_terms}
-        texts = self.text_spaces(embeddings, sorted({text for text, _ in pairs.values()}))
-        images = {space: self.image_space(pooled, space) for space in sorted({other for _, other in pairs.values()})}
-        return {term: (images[other], texts[text]) for term, (text, other) in pairs.items()}
+        needed = {space for pair in pairs.values() for space in pair}
+        spaces = self.text_spaces(embeddings, sorted(needed - set(IMAGE_SPACES)))
+        spaces.update({space: self.image_space(pooled, space) for space in sorted(needed & set(IMAGE_SPACES))})
+        return {term: (spaces[first], spaces[second]) for term, (first, second) in pairs.items()}
 
     def scale(self, term: str = "llm") -> torch.Tensor:
         """exp(logit_scale) of a term, clamped to max_logit_scale (CLIP's 100)."""

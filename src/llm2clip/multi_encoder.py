@@ -7,10 +7,10 @@ loss term contrasts a text space with an image space (Appendix A, "Details of mu
 encoder": a one-layer projector per encoder into one space, and for the concatenation a
 head of twice that width after the concatenated text embeddings and another after CLIP-V):
 
-    term        text space                                        image space
-    llm         llm       = adaptor(LLM part)                     image     = projection(tower)
-    clip_text   clip_text = Linear(CLIP-T part)                   image     (shared: one projector for CLIP-V)
-    cat         cat       = Linear([llm ‖ clip_text])             cat_image = Linear(tower)
+    term        image space                          text space
+    llm         image     = projection(tower)        llm       = adaptor(LLM part)
+    clip_text   image     (one projector for CLIP-V) clip_text = Linear(CLIP-T part)
+    cat         cat_image = Linear(tower)            cat       = Linear([llm ‖ clip_text])
 
 Method (d) trains the three terms, loss = CL(LLM,V) + CL(CLIP-T,V) + CL(Cat,V); at
 inference the paper's best (d) row encodes with the concatenation head, so `cat` is the
@@ -32,12 +32,15 @@ import math
 import torch
 from torch import nn
 
-# term -> (text space, image space)
+# term -> (first space, second space): its loss contrasts row i of one with row i of the
+# other. For the image-text terms the first is the image space; a text-text term such as
+# Table 10's (c) would pair two text spaces.
 TERMS: dict[str, tuple[str, str]] = {
-    "llm": ("llm", "image"),
-    "clip_text": ("clip_text", "image"),
-    "cat": ("cat", "cat_image"),
+    "llm": ("image", "llm"),
+    "clip_text": ("image", "clip_text"),
+    "cat": ("cat_image", "cat"),
 }
+IMAGE_SPACES = ("image", "cat_image")  # computed from the tower's pooled features; the rest from the caption
 METHOD_D = ["llm", "clip_text", "cat"]
 
 

@@ -44,14 +44,15 @@ class Stage2Objective(nn.Module):
             text_embeddings = self.caption_embeddings(text_batch)
         if image_features is None:
             image_features = self.model.vision(pixels.to(self.model.projection.weight.device))
-        terms = {term: self.term_loss(term, image, text)
-                 for term, (image, text) in self.model.term_pairs(image_features, text_embeddings).items()}
+        terms = {term: self.term_loss(term, first, second)
+                 for term, (first, second) in self.model.term_pairs(image_features, text_embeddings).items()}
         out = {"loss": sum(terms.values()), "logit_scale": self.model.scale().detach()}
         if len(terms) > 1:
             out.update({f"loss_{term}": loss.detach() for term, loss in terms.items()})
         return out
 
-    def term_loss(self, term: str, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def term_loss(self, term: str, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """One term's contrastive loss between its two spaces (image and text for Table 10's a-d)."""
         if self.loss == "siglip":
-            return siglip_loss(image, text, self.model.scale(term), self.model.bias(term))
-        return clip_loss(image, text, self.model.scale(term))
+            return siglip_loss(first, second, self.model.scale(term), self.model.bias(term))
+        return clip_loss(first, second, self.model.scale(term))
