@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="also write the result as JSON here")
     c.set_defaults(run=_eval_cra)
 
-    p = sub.add_parser("concat-encoder", help="method (d): a caption encoder = stage-1 LLM embedding ‖ CLIP text "
-                       "embedding, usable wherever a caption-encoder folder is")
+    p = sub.add_parser("concat-encoder", help="a caption encoder = stage-1 LLM embedding ‖ CLIP text embedding, "
+                       "usable wherever a caption-encoder folder is: one adaptor over it (concat, single head), "
+                       "or Table 10's method (d) with model.loss_terms=[llm, clip_text, cat]")
     p.add_argument("--llm", required=True, help="the stage-1 caption encoder folder (or any LLM name/id)")
     p.add_argument("--clip-text", required=True, help="the original CLIP: an HF CLIP/SigLIP id or folder, "
                    "or a DualEncoder folder")

@@ -8,7 +8,7 @@
       - {name: urban1k, kind: urban1k, path: data/Urban1k}
       - {name: xm3600, kind: xm3600, path: data/xm3600/captions.jsonl, languages: [en, de, zh]}
       - {name: imagenet, kind: zeroshot, path: data/imagenet/val}
-      - {name: cifar10-probe, kind: linear_probe, train: data/cifar10/train, path: data/cifar10/test}
+      - {name: cifar10-probe, kind: linear_probe, train: data/cifar10/train, path: data/cifar10/test}  # solver: sgd
       - {name: coco-cra, kind: cra, path: data/coco_test.json}
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..choices import DEVICES
 from ..config import check_config, setting
+from .linear_probe import SOLVERS
 
 MODEL_KINDS = ("llm2clip", "hf_clip", "dual_encoder")
 RETRIEVAL_KINDS = ("karpathy", "sharegpt4v", "urban1k", "docci", "xm3600", "jsonl", "csv")
@@ -43,7 +44,11 @@ class BenchmarkSpec:
     class_names: str | None = None  # zeroshot: one name per line, in class-folder order
     templates: str | None = None  # zeroshot: one prompt per line with {} (default: CLIP's 80)
     limit: int | None = setting(None, at_least=1, null="all items")  # first N items (quick looks; reported)
-    l2: float | None = setting(None, at_least=0, null="chosen on a held-out split")  # linear_probe penalty
+    # linear_probe: "sgd" (§4.2.3's SGD: batch 1024, lr 0.1, momentum 0.9, 50 epochs, mini-batched)
+    # or "lbfgs" (CLIP's full-batch L-BFGS, for features that fit in memory twice)
+    solver: str = setting("sgd", choices=SOLVERS)
+    # linear_probe penalty; None = 0 for sgd (§4.2.3), chosen on a held-out split for lbfgs
+    l2: float | None = setting(None, at_least=0, null="0 for sgd, chosen on a held-out split for lbfgs")
 
 
 @dataclass

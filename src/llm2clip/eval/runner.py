@@ -80,7 +80,7 @@ def load_benchmark(spec: BenchmarkSpec, skip_missing: bool) -> list[LoadedBenchm
     train, test = readers.read_class_folder(spec.train, **folder), readers.read_class_folder(spec.path, **folder)
     if train.class_names != test.class_names:
         raise ValueError(f"benchmark {spec.name}: train ({spec.train}) and test ({spec.path}) class folders differ")
-    return [LoadedBenchmark(spec.name, "linear_probe", (train, test, spec.l2))]
+    return [LoadedBenchmark(spec.name, "linear_probe", (train, test, spec))]
 
 
 def _cra_pairs(spec: BenchmarkSpec) -> tuple[list[str], list[str]]:
@@ -170,10 +170,11 @@ def evaluate_zeroshot(session: ModelSession, bench: LoadedBenchmark):
 def evaluate_linear_probe(session: ModelSession, bench: LoadedBenchmark):
     from .linear_probe import linear_probe
 
-    train, test, l2 = bench.data
+    train, test, spec = bench.data
     train_x = session.images(bench.name + "-train", train.image_paths)
     test_x = session.images(bench.name + "-test", test.image_paths)
-    return linear_probe(train_x, torch.as_tensor(train.labels), test_x, torch.as_tensor(test.labels), l2=l2), None
+    return linear_probe(train_x, torch.as_tensor(train.labels), test_x, torch.as_tensor(test.labels),
+                        solver=spec.solver, l2=spec.l2), None
 
 
 EVALUATORS: dict[str, Callable] = {"retrieval": evaluate_retrieval, "cra": evaluate_cra,

@@ -30,6 +30,7 @@ from ..data.errors import DataError
 from ..data.image_text import ImageTextDataset, StepBatchSampler, collate_samples
 from ..data.records import read_caption_records
 from ..model import LLM2CLIP, LLM2CLIPConfig
+from ..multi_encoder import needs_clip_text
 from .metrics_log import MetricsLog
 from .optim import build_adamw, build_schedule, total_steps
 from .runtime import apply_update, check_finite, make_accelerator, prepare_output, setup_logging
@@ -117,10 +118,13 @@ def load_text_side(cfg: Stage2Config):
 
 def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
     m = cfg.model
+    terms = list(m.loss_terms)
     config = LLM2CLIPConfig(vision=m.vision, text_dim=store.dim if store is not None else encoder.dim,
                             embed_dim=m.embed_dim, adaptor=dict(m.adaptor), logit_scale_init=m.logit_scale_init,
                             logit_bias_init=m.logit_bias_init if cfg.train.loss == "siglip" else None,
-                            max_logit_scale=m.max_logit_scale, caption_encoder=m.caption_encoder)
+                            max_logit_scale=m.max_logit_scale, caption_encoder=m.caption_encoder,
+                            loss_terms=terms, cat_dim=m.cat_dim,
+                            clip_text_dim=clip_text_dim(cfg, encoder, store) if needs_clip_text(terms) else 0)
     model = LLM2CLIP(config)
     groups = model.vision.layer_groups()
     if not 0 <= m.frozen_vision_groups <= len(groups):
@@ -134,6 +138,18 @@ def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
     if m.gradient_checkpointing:
         model.vision.gradient_checkpointing_enable()
     return model
+
+
+def clip_text_dim(cfg: Stage2Config, encoder, store) -> int:
+    """The width of the CLIP-T part of a concat caption encoder's embedding (the store
+    records it in its identity); an error for an LLM alone."""
+    found = store.identity.get("concat_clip_dim", 0) if store is not None else getattr(
+        getattr(encoder, "clip_text", None), "embed_dim", 0)
+    if not found:
+        raise ValueError(f"model.loss_terms {list(cfg.model.loss_terms)} need a concat caption encoder "
+                         f"([LLM | CLIP text], made by `llm2clip concat-encoder`); {cfg.model.caption_encoder} "
+                         "is an LLM alone")
+    return int(found)
 
 
 def build_dataset(cfg: Stage2Config, model: LLM2CLIP, store) -> ImageTextDataset:
@@ -189,9 +205,10 @@ def param_groups(cfg: Stage2Config, model: LLM2CLIP, encoder) -> list[dict]:
     for depth, params in enumerate(layers):
         lr = t.lr_vision * t.layer_decay ** (len(layers) - 1 - depth)
         groups += _decay_split(params, lr, t.weight_decay_vision)
-    head = list(model.projection.parameters()) + list(model.adaptor.parameters())
-    groups += _decay_split(head, t.lr_adaptor, t.weight_decay_adaptor)
-    scalars = [model.logit_scale] + ([model.logit_bias] if model.logit_bias is not None else [])
+    scalars = model.logit_parameters()
+    heads = [p for name, p in model.named_parameters()  # projection(s), adaptor, multi-encoder heads
+             if not name.startswith("vision.") and all(p is not s for s in scalars)]
+    groups += _decay_split(heads, t.lr_adaptor, t.weight_decay_adaptor)
     groups.append({"params": scalars, "lr": t.lr_logit_scale, "weight_decay": 0.0})
     if encoder is not None and t.mode == "online_lora":
         groups.append({"params": [p for p in encoder.parameters() if p.requires_grad], "lr": t.lr_llm,
@@ -220,7 +237,7 @@ def _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loa
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="stage2", unit="step",
                disable=not accelerator.is_main_process)
     for step in bar:
-        began, total, samples = time.perf_counter(), 0.0, 0
+        began, total, samples, terms = time.perf_counter(), 0.0, 0, Counter()
         for micro in range(t.grad_accum):
             batch = next(batches)
             for sample_id, reason in batch["skipped"]:
@@ -232,11 +249,12 @@ def _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loa
                 result = prepared(**inputs)
                 accelerator.backward(result["loss"] / t.grad_accum)
             total += result["loss"].item() / t.grad_accum
+            terms.update({k: v.item() / t.grad_accum for k, v in result.items() if k.startswith("loss_")})
             samples += len(batch["ids"])
         check_finite(total, step, out)
         grad_norm = apply_update(accelerator, trainable, optimizer, scheduler, t.grad_clip)
         objective.model.clamp_logit_scale()
-        row = {"step": step + 1, "loss": total, "logit_scale": result["logit_scale"].item(),
+        row = {"step": step + 1, "loss": total, **terms, "logit_scale": result["logit_scale"].item(),
                "lr_factor": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"],
                "grad_norm": grad_norm,
                "samples_per_s": samples * accelerator.num_processes / (time.perf_counter() - began),

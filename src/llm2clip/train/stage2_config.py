@@ -10,6 +10,7 @@ from typing import Any
 
 from ..choices import ADAPTOR_KINDS, DEVICES, LOSSES, MODES, PRECISIONS, SCHEDULES
 from ..config import ConfigError, check_config, setting
+from ..multi_encoder import check_terms
 from .stage1_config import MAX_SEED
 
 __all__ = ["LOSSES", "MODES", "Stage2Config", "Stage2Data", "Stage2Model", "Stage2Train"]
@@ -31,6 +32,12 @@ class Stage2Model:
     # with the whole tower frozen (frozen_vision_groups = all, LiT-style), compute each image's
     # tower features once before training: only the projection, adaptor and scale train
     cache_image_features: bool = False
+    # Table 10's method. [llm] = (a): the adaptor over the caption embedding (given a concat
+    # caption encoder, the "concat, single head" variant). [llm, clip_text, cat] = (d): a head
+    # per encoder and one on their concatenation, three contrastive losses; needs a concat
+    # caption encoder (`llm2clip concat-encoder`). See multi_encoder.py.
+    loss_terms: list[str] = field(default_factory=lambda: ["llm"])
+    cat_dim: int | None = None  # (d): the concatenation head's width (default 2 x embed_dim, Appendix A)
 
 
 @dataclass
@@ -96,6 +103,7 @@ class Stage2Config:
             raise ValueError("offline mode needs data.embeddings (a store written by `llm2clip embed`)")
         if not self.model.caption_encoder:
             raise ValueError("model.caption_encoder is required (the stage-1 folder)")
+        check_terms(self.model.loss_terms, "model.loss_terms")
         encoder, out = Path(self.model.caption_encoder).resolve(), Path(self.train.output_dir).resolve()
         if encoder.exists() and (encoder == out or out in encoder.parents):
             # the run replaces its final/ (and may clean its folder): the encoder would go with it
