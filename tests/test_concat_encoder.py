@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import logged_losses
-from test_stage2 import config  # the stage-2 tiny setup
+from test_stage2 import REPO, config, write_dataset  # the stage-2 tiny setup
 
 from llm2clip import LLM2CLIP
 from llm2clip.baseline import HFClipBaseline
@@ -12,6 +12,7 @@ from llm2clip.cli import main as cli_main
 from llm2clip.data.records import read_caption_records
 from llm2clip.embeddings import StoreMismatchError, write_embedding_store
 from llm2clip.text import CaptionEncoder, ConcatTextEncoder, load_caption_encoder
+from llm2clip.train.metrics_log import MetricsLog
 from llm2clip.train.stage2 import train_stage2
 
 CAPTIONS = ["red on the left", "a picture whose right half is blue and the rest is grey", "green"]
@@ -80,3 +81,100 @@ def test_concat_encoder_refuses_a_non_empty_output_and_a_vision_only_clip(stage1
     assert cli_main(["concat-encoder", "--llm", stage1_folder, "--clip-text", tiny_visions["clip"],
                      "--out", str(tmp_path / "new")]) == 2
     assert "not a CLIP or SigLIP model" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ Table 10's method (d)
+def by_hand_clip_loss(image, text, scale):
+    """Symmetric InfoNCE written out: -mean log softmax of the diagonal, both directions."""
+    logits = scale * image @ text.T
+    return -(logits.log_softmax(1).diagonal().mean() + logits.log_softmax(0).diagonal().mean()) / 2
+
+
+def by_hand_siglip_loss(image, text, scale, bias):
+    logits = scale * image @ text.T + bias
+    signs = 2 * torch.eye(len(image)) - 1
+    return -torch.nn.functional.logsigmoid(signs * logits).sum() / len(image)
+
+
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_method_d_loss_is_the_sum_of_three_contrastive_losses_computed_independently(tiny_visions, loss):
+    from torch.nn.functional import normalize
+
+    from llm2clip.model import LLM2CLIPConfig
+    from llm2clip.train.stage2_objective import Stage2Objective
+
+    torch.manual_seed(0)
+    config = LLM2CLIPConfig(vision=tiny_visions["clip"], text_dim=32 + 24, clip_text_dim=24, embed_dim=16,
+                            adaptor={"kind": "mlp", "num_blocks": 1}, loss_terms=["llm", "clip_text", "cat"],
+                            logit_bias_init=-3.0 if loss == "siglip" else None)
+    model = LLM2CLIP(config).eval()
+    with torch.no_grad():  # a different temperature (and bias) per term, so a mix-up shows
+        model.logit_scale.fill_(1.0)
+        for value, term in enumerate(("clip_text", "cat"), start=2):
+            model.multi.logit_scales[term].fill_(float(value))
+            if loss == "siglip":
+                model.multi.logit_biases[term].fill_(-float(value))
+    pixels = torch.randn(6, 3, 32, 32)
+    captions = torch.cat([normalize(torch.randn(6, 32), dim=-1), normalize(torch.randn(6, 24), dim=-1)], dim=-1)
+    with torch.no_grad():
+        out = Stage2Objective(model, loss)(pixels=pixels, text_embeddings=captions)
+
+        pooled = model.vision(pixels)
+        image = normalize(pooled @ model.projection.weight.T, dim=-1)
+        cat_image = normalize(pooled @ model.multi.cat_image.weight.T, dim=-1)
+        llm = normalize(model.adaptor(captions[:, :32]), dim=-1)
+        clip = normalize(captions[:, 32:] @ model.multi.clip_text.weight.T, dim=-1)
+        cat = normalize(torch.cat([llm, clip], dim=-1) @ model.multi.cat_text.weight.T, dim=-1)
+        assert cat.shape == (6, 32)  # Appendix A: the concatenation head is twice as wide
+        pairs = {"llm": (image, llm, 1.0), "clip_text": (image, clip, 2.0), "cat": (cat_image, cat, 3.0)}
+        expected = {term: by_hand_clip_loss(a, b, torch.tensor(s).exp()) if loss == "clip" else
+                    by_hand_siglip_loss(a, b, torch.tensor(s).exp(), -3.0 if term == "llm" else -s)
+                    for term, (a, b, s) in pairs.items()}
+    for term, value in expected.items():
+        torch.testing.assert_close(out[f"loss_{term}"], value, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["loss"], sum(expected.values()), atol=1e-5, rtol=1e-5)
+
+
+def method_d_args(tmp_path, tiny_visions, caption_encoder, mode, store=None) -> list[str]:
+    data, _ = write_dataset(tmp_path / "data")
+    args = ["stage2", "--config", str(REPO / "configs/stage2/tiny.yaml"),
+            "--set", f"model.vision={tiny_visions['clip']}", "--set", f"model.caption_encoder={caption_encoder}",
+            "--set", "model.loss_terms=[llm, clip_text, cat]", "--set", f"data.train={data}",
+            "--set", f"train.output_dir={tmp_path / 'run'}", "--set", f"train.mode={mode}",
+            "--set", "train.max_steps=4"]
+    return args + (["--set", f"data.embeddings={store}"] if store else [])
+
+
+def test_method_d_trains_through_the_cli_offline_as_online_and_encodes_with_the_concat_head(
+        tmp_path, tiny_visions, concat_folder):
+    encoder = load_caption_encoder(concat_folder, precision="fp32")
+    data, _ = write_dataset(tmp_path / "store-data")
+    records, _ = read_caption_records(data, caption_fields=["raw_caption", "longSV"], require_all_fields=False)
+    store = write_embedding_store(encoder, records, tmp_path / "store", dtype="fp32", shard_size=8)
+    assert cli_main(method_d_args(tmp_path / "offline", tiny_visions, concat_folder, "offline", store)) == 0
+    assert cli_main(method_d_args(tmp_path / "online", tiny_visions, concat_folder, "online_frozen")) == 0
+
+    rows = [r for r in MetricsLog(tmp_path / "offline" / "run" / "metrics.jsonl").read() if "loss" in r]
+    assert len(rows) == 4 and all(
+        r["loss"] == pytest.approx(r["loss_llm"] + r["loss_clip_text"] + r["loss_cat"], rel=1e-5) for r in rows)
+    assert logged_losses(tmp_path / "online" / "run") == pytest.approx(logged_losses(tmp_path / "offline" / "run"),
+                                                                        abs=1e-5)
+
+    model = LLM2CLIP.from_pretrained(tmp_path / "offline" / "run" / "final").eval()
+    assert model.config.loss_terms == ["llm", "clip_text", "cat"] and model.inference_term == "cat"
+    with torch.no_grad():
+        text = model.encode_text(CAPTIONS)
+        by_head = {term: model.encode_text_embeddings(encoder.encode(CAPTIONS), term=term)
+                   for term in ("llm", "clip_text", "cat")}
+        image = model.encode_image(torch.randn(2, 3, 32, 32))
+    torch.testing.assert_close(text, by_head["cat"])  # the paper's (d) row encodes with the concatenation head
+    assert text.shape == (3, 64) and image.shape == (2, 64)  # 2 x embed_dim (32)
+    assert by_head["llm"].shape == by_head["clip_text"].shape == (3, 32)
+
+
+def test_method_d_needs_a_concat_encoder(tmp_path, tiny_visions, stage1_folder, capsys):
+    assert cli_main(method_d_args(tmp_path / "a", tiny_visions, stage1_folder, "online_frozen")) == 2
+    assert "need a concat caption encoder" in capsys.readouterr().err
+    assert cli_main(method_d_args(tmp_path / "b", tiny_visions, stage1_folder, "online_frozen")
+                    + ["--set", "model.loss_terms=[clip, cat]"]) == 2
+    assert "model.loss_terms ['clip', 'cat']: each must be one of" in capsys.readouterr().err

@@ -125,6 +125,34 @@ def test_bad_configs_are_refused_with_the_reason(tmp_path, tiny_model):
     assert cli_main(["eval", "--config", str(tmp_path / "eval.yaml"), "--set", "models=[]"]) == 2
 
 
+@pytest.mark.parametrize("solver", [None, "sgd", "lbfgs"])
+def test_the_config_selects_the_linear_probe_solver(tmp_path, tiny_model, solver, monkeypatch):
+    from llm2clip.eval import linear_probe as lp
+
+    files = write_benchmarks(tmp_path / "bench")
+    cfg = write_config(tmp_path, tiny_model, files, tmp_path / "eval")
+    probe = [line for line in cfg.read_text().splitlines() if "linear_probe" in line][0]
+    chosen = probe if solver is None else probe.replace("}", f", solver: {solver}}}")
+    models = cfg.read_text().split("benchmarks:")[0]
+    cfg.write_text(f"{models}benchmarks:\n{chosen}\noutput_dir: {tmp_path / 'eval'}\n")
+    fits = []
+    real_fit = lp.fit_logistic_regression
+    monkeypatch.setattr(lp, "fit_logistic_regression", lambda *a, **k: fits.append(k["solver"]) or real_fit(*a, **k))
+    assert cli_main(["eval", "--config", str(cfg)]) == 0
+    result = json.loads((tmp_path / "eval" / "results.json").read_text())["benchmarks"]["colors-probe"]
+    expected = solver or "sgd"  # the default is the paper's (§4.2.3)
+    assert result["results"]["tiny"]["solver"] == expected and set(fits) == {expected}
+    assert result["results"]["tiny"]["top1"] == 100  # train = test, 8 points
+
+
+def test_an_unknown_probe_solver_is_refused_before_any_model_loads(tmp_path, tiny_model):
+    files = write_benchmarks(tmp_path / "bench")
+    config = _load(write_config(tmp_path, tiny_model, files, tmp_path / "eval"))
+    config.benchmarks[3].solver = "newton"
+    with pytest.raises(ValueError, match=r"benchmarks\[3\]\.solver 'newton' is not one of sgd, lbfgs"):
+        config.validate()
+
+
 def _load(path: Path) -> EvalConfig:
     from llm2clip.config import load_config
 

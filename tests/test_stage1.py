@@ -6,9 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import cli_under_accelerate, cli_under_torchrun, last_checkpoint_weights, logged_losses
+from safetensors.torch import load_file
 
 from llm2clip.cli import main as cli_main
 from llm2clip.config import ConfigError, load_config
+from llm2clip.text import CaptionEncoder
+from llm2clip.text.random_llm import save_random_llm
 from llm2clip.train import stage1 as stage1_mod
 from llm2clip.train.checkpoint import list_checkpoints
 from llm2clip.train.runtime import TrainingError
@@ -121,6 +124,33 @@ def test_mntp_and_text_pairs_with_negatives_train(tmp_path, tiny_llama):
     rows = [json.loads(line) for line in (Path(cfg.train.output_dir) / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert all(r["mntp"] > 0 and r["loss"] == pytest.approx(r["simcse"] + 0.5 * r["mntp"], rel=1e-5) for r in steps)
+
+
+def test_mntp_with_lora_trains_and_saves_only_the_lora_weights(tmp_path, monkeypatch):
+    """MNTP reads predictions through the LM head; with LoRA on, the head must stay frozen
+    and out of every checkpoint and the final folder (0.5 B parameters for Llama-3-8B,
+    whose head is not tied to its embeddings - nor is this model's)."""
+    llm = save_random_llm(tmp_path / "untied-llm", "llama", tie_word_embeddings=False)
+    cfg = tiny_config(tmp_path, str(llm), max_steps=3, save_every=1, mntp_weight=0.5, lr=1e-2)
+    loaded = []
+    real_load = stage1_mod.load_encoder
+    monkeypatch.setattr(stage1_mod, "load_encoder", lambda c: loaded.append(real_load(c)) or loaded[-1])
+    train_stage1(cfg)
+    encoder = loaded[0]
+    assert encoder.lm_head is not None and not encoder.base_config.tie_word_embeddings
+    initial = CaptionEncoder.from_pretrained(str(llm), lm_head=True, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    before = dict(initial.named_parameters())
+    changed = {name for name, p in encoder.named_parameters()
+               if name in before and not torch.equal(p.detach(), before[name].detach())}
+    assert changed and all("lora_" in name for name in changed), sorted(changed)[:5]
+    torch.testing.assert_close(encoder.lm_head.weight, initial.lm_head.weight, atol=0, rtol=0)
+
+    run = Path(cfg.train.output_dir)
+    for checkpoint in list_checkpoints(run / "checkpoints"):
+        saved = load_file(str(checkpoint / "weights.safetensors"))
+        assert saved and all("lora_" in name for name in saved), sorted(saved)[:5]
+    final_tensors = [name for file in (run / "final").glob("*.safetensors") for name in load_file(str(file))]
+    assert final_tensors and all("lora_" in name for name in final_tensors), final_tensors[:5]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_llama, monkeypatch):

@@ -238,3 +238,20 @@ def test_gradient_checkpointing_covers_the_trained_llm_and_changes_nothing(tmp_p
     plain, checkpointed = last_checkpoint_weights(runs[False]), last_checkpoint_weights(runs[True])
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=0)
+
+
+def test_paper_config_trains_every_group_at_lr_1e5_without_warmup(tiny_visions):
+    """Appendix A and the official run.sh: lr 1e-5 for the tower, adaptor, projection and
+    logit scale alike (the tower's lower layers scaled down by layer decay), no warmup."""
+    from types import SimpleNamespace
+
+    from llm2clip.train.stage2 import build_model, param_groups
+
+    cfg = load_config(Stage2Config, REPO / "configs/stage2/paper.yaml", [f"model.vision={tiny_visions['clip']}"])
+    assert (cfg.train.warmup_steps, cfg.train.schedule, cfg.train.layer_decay) == (0, "cosine", 0.85)
+    model = build_model(cfg, None, SimpleNamespace(dim=32))
+    lr_of = {id(p): g["lr"] for g in param_groups(cfg, model, None) for p in g["params"]}
+    heads = [model.logit_scale, *model.projection.parameters(), *model.adaptor.parameters()]
+    assert {lr_of[id(p)] for p in heads} == {1e-5}
+    tower = [lr_of[id(p)] for p in model.vision.parameters() if p.requires_grad]
+    assert max(tower) == 1e-5 and min(tower) < 1e-5

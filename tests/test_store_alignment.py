@@ -7,6 +7,7 @@ caption that can be drawn must be the text whose embedding the store holds.
 import io
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -69,8 +70,13 @@ def test_a_caption_edited_after_embed_is_an_error(tmp_path, tiny_visions, stage1
     assert "llm2clip: error:" in err and "2 caption(s)" in err
     for row in (rows[2], rows[5]):
         assert f"sample id {row['id']!r} field 'raw_caption'" in err
-    assert "llm2clip embed" in err and "--fields raw_caption longSV" in err  # what to do
     assert not (run / "checkpoints").exists() and not (run / "metrics.jsonl").exists()  # no step was taken
+    # what to do: the command in the message re-embeds the data, after which stage 2 trains
+    command = shlex.split(err.split("Re-embed the data: ")[1].strip().splitlines()[0])
+    assert command[:2] == ["llm2clip", "embed"] and "--fields raw_caption longSV" in " ".join(command)
+    assert cli_main(command[1:]) == 0
+    code, err = run_stage2(capsys, tiny_visions, stage1_folder, tmp_path / "store", run, f"data.train={data}")
+    assert code == 0, err
 
 
 def test_reordered_rows_of_a_file_without_ids_are_an_error(tmp_path, tiny_visions, stage1_folder, capsys):

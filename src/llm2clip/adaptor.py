@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .choices import ADAPTOR_KINDS
+
 
 def _normalised_input(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     # Normalise in float32: a fp16 LLM embedding of width 4096 can overflow its own
@@ -124,7 +126,7 @@ class TransformerAdaptor(nn.Module):
         return self.out(self.norm(self.blocks(x)))
 
 
-ADAPTORS = {"mlp": MLPAdaptor, "transformer": TransformerAdaptor}
+ADAPTORS = dict(zip(ADAPTOR_KINDS, (MLPAdaptor, TransformerAdaptor)))  # the names configs accept
 
 
 def build_adaptor(kind: str, in_dim: int, embed_dim: int, **options) -> nn.Module:

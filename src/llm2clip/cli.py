@@ -5,16 +5,21 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
-from .atomic_file import WriteError
+from .atomic_file import WriteError, atomic_write_text
+from .choices import POOLINGS
 from .config import ConfigError, load_config
+from .output_paths import require_writable_file, require_writable_folder
 from .train.runtime import TrainingError
 
-# Bad input (configs, data, model names) and failed runs raise these with a message that
-# names the file/key; print it plainly. Anything else is a bug: keep its traceback.
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, TrainingError, WriteError)
+# Bad input (configs, data, model names, paths), a missing optional package, and failed runs
+# raise these families with a message that names the file/key (ConfigError, DataError,
+# StoreError are ValueErrors); print it as one line. Anything else (KeyError, TypeError,
+# RuntimeError, ...) is a bug: keep its traceback.
+EXPECTED_ERRORS = (ValueError, OSError, ImportError, TrainingError, WriteError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as err:  # a clear message, not a traceback
         if os.environ.get("LLM2CLIP_DEBUG"):
             raise
-        print(f"llm2clip: error: {err}", file=sys.stderr)
+        print(f"llm2clip: error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def one_line(err: BaseException) -> str:
+    """The message of an expected error on one line. An OSError says which file; an error
+    re-raised from a DataLoader worker carries the worker's traceback text: keep its last line."""
+    text = str(err)
+    if isinstance(err, OSError) and err.filename is not None:
+        text = f"{err.filename}: {err.strerror or text}"
+    if "Traceback (most recent call last)" in text:
+        last = text.strip().splitlines()[-1]
+        text = re.sub(r"^[\w.]+(Error|Exception): ", "", last)
+    return " ".join(text.split())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,17 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", required=True, help="caption encoder folder, embedded name, HF id or path")
     c.add_argument("--data", required=True, help="Karpathy JSON or CSV/TSV/JSONL caption records")
     c.add_argument("--fields", nargs="+", help="caption fields, in order (captions 1 and 2 form the pair)")
-    c.add_argument("--limit", type=int, help="use only the first N records")
-    c.add_argument("--pooling", choices=["mean", "last", "weighted_mean"])
+    c.add_argument("--limit", type=positive_int, help="use only the first N records")
+    c.add_argument("--pooling", choices=POOLINGS)
     c.add_argument("--instruction", help="instruction prepended to every caption (attended, not pooled)")
     c.add_argument("--causal", action="store_true", help="causal instead of bidirectional attention")
-    c.add_argument("--max-length", type=int)
-    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--max-length", type=positive_int)
+    c.add_argument("--batch-size", type=positive_int, default=64)
     c.add_argument("--out", help="also write the result as JSON here")
     c.set_defaults(run=_eval_cra)
 
-    p = sub.add_parser("concat-encoder", help="method (d): a caption encoder = stage-1 LLM embedding ‖ CLIP text "
-                       "embedding, usable wherever a caption-encoder folder is")
+    p = sub.add_parser("concat-encoder", help="a caption encoder = stage-1 LLM embedding ‖ CLIP text embedding, "
+                       "usable wherever a caption-encoder folder is: one adaptor over it (concat, single head), "
+                       "or Table 10's method (d) with model.loss_terms=[llm, clip_text, cat]")
     p.add_argument("--llm", required=True, help="the stage-1 caption encoder folder (or any LLM name/id)")
     p.add_argument("--clip-text", required=True, help="the original CLIP: an HF CLIP/SigLIP id or folder, "
                    "or a DualEncoder folder")
@@ -83,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="a ~2-minute smoke version")
     p.set_defaults(run=_demo)
     return parser
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts: a whole number >= 1 (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _add_training_command(sub, name: str, help_text: str, example: str, run) -> None:
@@ -101,7 +130,7 @@ def _stage1(args) -> int:
     cfg = load_config(Stage1Config, args.config, args.overrides)
     if not cfg.data.train:
         raise ConfigError(f"{args.config}: data.train is required (a caption records file)")
-    summary = train_stage1(cfg, resume=args.resume)
+    summary = train_stage1(cfg, resume=args.resume, config_file=args.config)
     if "encoder" in summary:
         print(json.dumps(summary, indent=2))
     return 0
@@ -112,7 +141,7 @@ def _stage2(args) -> int:
     from .train.stage2_config import Stage2Config
 
     cfg = load_config(Stage2Config, args.config, args.overrides)
-    summary = train_stage2(cfg, resume=args.resume)
+    summary = train_stage2(cfg, resume=args.resume, config_file=args.config)
     if "model" in summary:
         print(json.dumps(summary, indent=2))
     return 0
@@ -138,6 +167,8 @@ def _eval_cra(args) -> int:
     from .text import CaptionEncoder
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.out:
+        require_writable_file(args.out, "--out", inputs=(args.data,))  # before the model loads
     options = {k: v for k, v in dict(pooling=args.pooling, instruction=args.instruction,
                                      max_length=args.max_length).items() if v is not None}
     if args.causal:
@@ -148,14 +179,14 @@ def _eval_cra(args) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 
 def _concat_encoder(args) -> int:
     from .text.concat_encoder import make_concat_encoder
 
+    require_writable_folder(args.out, "--out")
     encoder = make_concat_encoder(args.llm, args.clip_text, args.out)
     print(f"{args.out}: [LLM {encoder.llm.dim} ‖ CLIP text {encoder.clip_text.embed_dim}] = {encoder.dim} dimensions")
     return 0
@@ -164,6 +195,7 @@ def _concat_encoder(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
+    require_writable_folder(args.out, "--out")
     run_demo(args.out, fast=args.fast)
     return 0
 

@@ -73,11 +73,14 @@ def run_demo(out: str | os.PathLike, fast: bool = False) -> dict:
     stores = timed("embed", step_embed, out / "embeddings", data, stage1["encoder"])
     models = timed("stage2", step_stage2, out / "stage2", data, stores, size)
     evaluation = timed("eval", step_eval, out / "eval", data, baseline, models, stores)
-    summary = {"fast": fast, "size": asdict(size), "stage1": stage1, "eval": evaluation, "minutes": timings,
-               "total_minutes": round((time.perf_counter() - began) / 60, 2)}
+    # summary.json holds what the run measured, with paths relative to `out`, so two runs
+    # from fresh folders write the same file; the wall-clock times go to timings.json
+    summary = {"fast": fast, "size": asdict(size), "stage1": _relative(stage1, out), "eval": _relative(evaluation, out)}
     _write_json(out / "summary.json", summary)
-    print(render_summary(summary))
-    return summary
+    times = {"minutes": timings, "total_minutes": round((time.perf_counter() - began) / 60, 2)}
+    _write_json(out / "timings.json", times)
+    print(render_summary({**summary, **times}))
+    return {**summary, **times}
 
 
 # ------------------------------------------------------------------ 1. data
@@ -292,6 +295,15 @@ def render_summary(summary: dict) -> str:
 MODEL_LABELS = {"baseline": "baseline CLIP (EfficientNet + MiniLM, 77 tokens)",
                 "llm2clip": "LLM2CLIP (stage-1 SmolLM2)",
                 "llm2clip_raw_llm": "LLM2CLIP on the raw LLM (no stage 1)"}
+
+
+def _relative(value, root: Path):
+    """`value` with every path under `root` (a string naming a file or folder) relative to it."""
+    if isinstance(value, dict):
+        return {k: _relative(v, root) for k, v in value.items()}
+    if isinstance(value, str) and os.sep in value and Path(value).resolve().is_relative_to(root.resolve()):
+        return str(Path(value).resolve().relative_to(root.resolve()))
+    return value
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

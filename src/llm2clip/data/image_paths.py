@@ -16,6 +16,8 @@ def resolve_image_path(root: str | os.PathLike, reference: str, where: str) -> P
     """`root/reference`, refused with a DataError naming `where` if it leaves `root`."""
     if not reference or not reference.strip():
         raise DataError(f"{where}: empty image path")
+    if "\0" in reference:  # no file system accepts it; os calls would raise a bare ValueError
+        raise DataError(f"{where}: image path {reference!r} contains a NUL byte")
     root = Path(root).resolve()
     path = (root / reference).resolve()  # an absolute reference replaces root here
     if path != root and root not in path.parents:

@@ -146,12 +146,13 @@ def unstored_fields(store: EmbeddingStore, fields: Sequence[str]) -> list[str]:
 
 
 def embed_command(store: EmbeddingStore, encoder: str, data: str, id_field: str = "id") -> str:
-    """The `llm2clip embed` command that rewrites `store` for `data` (same fields and dtype)."""
+    """The `llm2clip embed` command that rewrites `store` for `data` (same fields and dtype;
+    `--overwrite`, as embed keeps a finished store of other captions otherwise)."""
     fields = " ".join(dict.fromkeys(_field_of(label) for label in store.fields))
     quoted = f'"{data}"' if "{" in data or " " in data else data
     ids = f" --id-field {id_field}" if id_field != "id" else ""
     return (f"Re-embed the data: llm2clip embed --model {encoder or '<caption encoder>'} --data {quoted}{ids} "
-            f"--fields {fields} --dtype {store.dtype} --out {store.directory}")
+            f"--fields {fields} --dtype {store.dtype} --out {store.directory} --overwrite")
 
 
 def _field_of(label: str) -> str:

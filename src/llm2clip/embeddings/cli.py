@@ -13,10 +13,13 @@ import json
 import logging
 import os
 
+from ..choices import PRECISIONS
 from .quantize import DTYPES
 
 
 def add_embed_parser(subparsers) -> argparse.ArgumentParser:
+    from ..cli import positive_int
+
     p = subparsers.add_parser("embed", help="store the caption encoder's embeddings of every caption (offline stage 2)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="caption encoder: stage-1 folder, embedded name, HF id or path")
@@ -24,15 +27,20 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fields", nargs="+", help="caption fields to embed (default: the reader's default fields)")
     p.add_argument("--out", required=True, help="store folder (rerun the same command to resume)")
     p.add_argument("--dtype", choices=DTYPES, default="fp16", help="storage dtype (default fp16)")
-    p.add_argument("--shard-size", type=int, default=4096, help="captions per shard")
-    p.add_argument("--batch-size", type=int, default=64, help="captions per forward pass")
+    p.add_argument("--shard-size", type=positive_int, default=4096, help="captions per shard")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="captions per forward pass")
     p.add_argument("--id-field", default="id", help="the field holding each sample's id")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="compute precision (auto: bf16 on GPUs that support it, else fp32)")
     p.add_argument("--device", help="default: this rank's GPU if there is one, else cpu")
     p.add_argument("--rank", type=int, help="this job's rank, for jobs launched without torchrun")
     p.add_argument("--world-size", type=int, help="number of jobs, for jobs launched without torchrun")
-    p.add_argument("--overwrite", action="store_true", help="replace a store of another encoder in --out")
+    grow = p.add_mutually_exclusive_group()
+    grow.add_argument("--overwrite", action="store_true",
+                      help="replace a store of another plan (encoder, dtype, captions, shard size) in --out")
+    grow.add_argument("--extend", action="store_true",
+                      help="add the captions of --data that the finished store in --out lacks; every caption "
+                      "it holds must be in --data, unchanged")
     p.set_defaults(run=run_embed)
     return p
 
@@ -40,9 +48,14 @@ def add_embed_parser(subparsers) -> argparse.ArgumentParser:
 def run_embed(args) -> int:
     from ..data.records import read_caption_records
     from ..data.webdataset_source import is_shard_spec, read_webdataset_records
+    from ..devices import check_device_name
+    from ..output_paths import require_writable_folder
     from ..text import load_caption_encoder
     from .writer import write_embedding_store
 
+    require_writable_folder(args.out, "--out")  # before reading data or loading the encoder
+    if args.device:
+        check_device_name(args.device)
     started = _init_distributed()
     try:
         from .. import distributed as dist_utils
@@ -63,7 +76,7 @@ def run_embed(args) -> int:
         encoder.requires_grad_(False)
         out = write_embedding_store(encoder, records, args.out, dtype=args.dtype, shard_size=args.shard_size,
                                     batch_size=args.batch_size, rank=args.rank, world_size=args.world_size,
-                                    show_progress=main, overwrite=args.overwrite)
+                                    show_progress=main, overwrite=args.overwrite, extend=args.extend)
         if main:
             done = (out / "store.json").is_file()
             print(json.dumps({"store": str(out), "complete": done, "records": len(records),

@@ -277,7 +277,8 @@ class EmbeddingStore:
         return self.get_many([sample_id], field)[0]
 
     def get_many(self, ids: Sequence[str], field: str | Sequence[str] | None = None) -> np.ndarray:
-        """float32 [n, D] rows for `ids` (one field for all, or one per id)."""
+        """float32 [n, D] rows for `ids` (one field for all, or one per id). A row holding
+        NaN/inf raises StoreError naming the store, id and field (it would poison a loss)."""
         fields = [field] * len(ids) if field is None or isinstance(field, str) else list(field)
         if len(fields) != len(ids):
             raise ValueError(f"got {len(ids)} ids but {len(fields)} fields")
@@ -290,6 +291,12 @@ class EmbeddingStore:
             shard = self._shards[k]
             scale = shard.array("scale")[local] if self.dtype == "int8" else None
             out[take] = dequantize(shard.array("embeddings")[local], self.dtype, scale)
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        if len(bad):
+            sample_id, field = str(ids[int(bad[0])]), fields[int(bad[0])]
+            field = field or next(f for f in self.fields if (sample_id, f) in self._index)  # its only one
+            raise StoreError(f"{self.directory}: the stored embedding of sample id {sample_id!r}, field {field!r} "
+                             "holds non-finite values (NaN/inf); re-embed it (`llm2clip embed --overwrite`)")
         return out
 
     def _row(self, sample_id: str, field: str | None) -> int:

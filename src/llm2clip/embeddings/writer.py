@@ -21,6 +21,12 @@ Resume. Each shard is written to `<name>.tmp`, fsynced and renamed into place, s
 file is either complete or absent. A rerun keeps every shard that is the planned one
 (same encoder identity, dtype and captions) and whose bytes match the hash recorded in it;
 stray temp files are deleted; everything else is (re)written. Nothing is lost or doubled.
+
+Another plan in the folder. A folder that already holds a store of another plan (other
+captions, another shard size, encoder or dtype) is refused unless asked: `overwrite`
+replaces it (shards that happen to match are still kept), `extend` grows a finished store
+by the captions it lacks, and only when every caption it holds is in the new data with the
+same text, so no stored row is lost or changed.
 """
 from __future__ import annotations
 
@@ -117,11 +123,12 @@ def _digest_of(rows: list[CaptionEntry]) -> str:
 def write_embedding_store(encoder, records: Sequence, out_dir: str | os.PathLike, fields: Sequence[str] | None = None,
                           dtype: str = "fp16", shard_size: int = 4096, batch_size: int = 64,
                           rank: int | None = None, world_size: int | None = None, show_progress: bool = False,
-                          overwrite: bool = False) -> Path:
+                          overwrite: bool = False, extend: bool = False) -> Path:
     """Embed every caption of `records` with `encoder` into a store at `out_dir`; return it.
 
-    rank/world_size default to torch.distributed's (0 and 1 without it). A rerun resumes;
-    a folder holding another encoder's (or dtype's) store is refused unless `overwrite`.
+    rank/world_size default to torch.distributed's (0 and 1 without it). A rerun resumes.
+    A folder holding a store of another plan is refused unless `overwrite` (replace it) or,
+    for a finished store of the same encoder and dtype, `extend` (add the captions it lacks).
     """
     rank, world_size = _rank_layout(rank, world_size)
     entries = caption_entries(records, fields)
@@ -133,7 +140,7 @@ def write_embedding_store(encoder, records: Sequence, out_dir: str | os.PathLike
         log.info("%s already holds this store (%d embeddings); nothing to do", out, body["count"])
         return out
     if not overwrite:
-        _refuse_other_store(out, body)
+        _refuse_other_store(out, body, entries, extend)
     dist_utils.barrier()  # every rank has looked at the old files before any is replaced
     (out / MANIFEST).unlink(missing_ok=True)  # it describes another plan from now on
     atomic_write_bytes(out / PLAN, (canonical_json(body) + "\n").encode("utf-8"), suffix=f".tmp{rank}")
@@ -167,23 +174,66 @@ def _already_written(out: Path, body: dict[str, Any]) -> bool:
                for s in manifest.get("shards", []))
 
 
-def _refuse_other_store(out: Path, body: dict[str, Any]) -> None:
-    """Do not overwrite hours of another encoder's embeddings because of a mistyped --out."""
-    for name in (MANIFEST, PLAN):
-        if not (out / name).is_file():
-            continue
-        try:
-            old = read_json(out / name)
-        except DataError:
-            return
-        differences = identity_differences(old.get("identity", {}), body["identity"])
-        if old.get("dtype") != body["dtype"]:
-            differences.append(f"dtype: store has {old.get('dtype')!r}, expected {body['dtype']!r}")
-        if differences:
-            raise StoreMismatchError(f"{out} already holds embeddings of another encoder or dtype "
-                                     f"({'; '.join(differences)}); choose another output folder or overwrite it "
-                                     "(--overwrite / overwrite=True)")
+def _refuse_other_store(out: Path, body: dict[str, Any], entries: list[CaptionEntry], extend: bool) -> None:
+    """Never replace embeddings already in `out` by accident (a mistyped --out, other data)."""
+    old, name = _existing_plan(out)
+    if old is None or old.get("plan_id") == body["plan_id"]:
+        return  # an empty folder, or a rerun of the same plan (resume)
+    differences = identity_differences(old.get("identity", {}), body["identity"])
+    if old.get("dtype") != body["dtype"]:
+        differences.append(f"dtype: store has {old.get('dtype')!r}, expected {body['dtype']!r}")
+    if differences:
+        raise StoreMismatchError(f"{out} already holds embeddings of another encoder or dtype "
+                                 f"({'; '.join(differences)}); choose another output folder or overwrite it "
+                                 "(--overwrite / overwrite=True)")
+    if name == PLAN:
+        raise StoreMismatchError(f"{out} holds an unfinished store of other captions or another shard size "
+                                 f"({PLAN} differs); rerun the command that started it to finish it, choose another "
+                                 "output folder, or replace it (--overwrite / overwrite=True; shards that match "
+                                 "are kept)")
+    lost, changed, added = _compare_with_stored(out, old, entries)
+    if extend and not lost and not changed:
+        log.info("%s: extending the store of %d embeddings by %d new caption(s)", out, old["count"], added)
         return
+    examples = "; ".join(lost[:2] + changed[:2])
+    detail = (f"{len(lost)} of its captions are not in this data and {len(changed)} have another text"
+              + (f" (e.g. {examples})" if examples else "") + f", {added} caption(s) are new")
+    if extend:
+        raise StoreMismatchError(f"{out}: --extend only adds captions, it never drops or replaces a stored one: "
+                                 f"{detail}; replace the store (--overwrite / overwrite=True) or choose another "
+                                 "output folder")
+    raise StoreMismatchError(f"{out} already holds a finished store of {old['count']} embeddings of other captions "
+                             f"({detail}); add the new captions to it (--extend / extend=True), replace it "
+                             "(--overwrite / overwrite=True), or choose another output folder")
+
+
+def _existing_plan(out: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the finished store's manifest, or the plan of an unfinished one, and which file it is)."""
+    for name in (MANIFEST, PLAN):
+        if (out / name).is_file():
+            try:
+                return read_json(out / name), name
+            except DataError:
+                return None, None  # unreadable: nothing there can be resumed or read anyway
+    return None, None
+
+
+def _compare_with_stored(out: Path, manifest: dict[str, Any],
+                         entries: list[CaptionEntry]) -> tuple[list[str], list[str], int]:
+    """(stored captions missing from `entries`, stored captions whose text differs, new ones)."""
+    planned = {(e.id, e.field): e.text for e in entries}
+    lost, changed, stored = [], [], 0
+    for k in range(len(manifest.get("shards", []))):
+        shard = ShardFile(out / shard_name(k))
+        hashes = shard.array("text_hash")
+        for row, key in enumerate(zip(shard.meta["ids"], shard.meta["fields"])):
+            stored += 1
+            text = planned.get(key)
+            if text is None:
+                lost.append(f"sample id {key[0]!r} field {key[1]!r} is not in the data")
+            elif bytes(hashes[row]) != text_hash(text):
+                changed.append(f"sample id {key[0]!r} field {key[1]!r} has another text")
+    return lost, changed, len(planned) - (stored - len(lost))
 
 
 def _write_my_shards(encoder, plan: StorePlan, body: dict[str, Any], out: Path, mine: list[int],

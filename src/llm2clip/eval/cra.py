@@ -29,10 +29,13 @@ def caption_retrieval_accuracy(first: torch.Tensor, second: torch.Tensor,
 
 def cra_for_encoder(encoder, path: str | os.PathLike, fields: list[str] | None = None, limit: int | None = None,
                     batch_size: int = 64, show_progress: bool = False) -> dict[str, float]:
-    """CRA of a CaptionEncoder on the records of `path` that have two or more captions."""
+    """CRA of a CaptionEncoder on the records of `path` that have two or more captions
+    (the first `limit` of them when given)."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 (or None: all records), got {limit}")
     records, stats = read_caption_records(path, caption_fields=fields, min_captions=2)
     log.info("CRA captions: %s", stats.summary())
-    if limit:
+    if limit is not None:
         records = records[:limit]
     if len(records) < 2:
         raise ValueError(f"{path}: CRA needs at least two records with two captions, found {len(records)}")

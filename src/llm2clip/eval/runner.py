@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..devices import resolve_device
+from ..output_paths import require_writable_folder
 from .embedding_cache import EmbeddingCache
 from .eval_config import RETRIEVAL_KINDS, BenchmarkSpec, EvalConfig
 from .models import encode_images, encode_texts, load_eval_model, model_fingerprint, text_limit
@@ -33,14 +35,15 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     from .report import write_report
 
     cfg.validate()
-    out = Path(cfg.output_dir)
+    device = resolve_device(cfg.device)
+    out = require_writable_folder(cfg.output_dir, "output_dir")  # before any embedding is computed
     benchmarks = [b for spec in cfg.benchmarks for b in load_benchmark(spec, cfg.skip_missing)]
     cache = EmbeddingCache(out / "cache" if cfg.cache else None)
     results: dict[str, Any] = {"models": [m.name for m in cfg.models], "benchmarks": {
         b.name: {"kind": b.kind, "language": b.language, "results": {}, "notes": {}} for b in benchmarks}}
     for spec in cfg.models:
         log.info("model %s: %s (%s)", spec.name, spec.path, spec.kind)
-        model = load_eval_model(spec, cfg.device)
+        model = load_eval_model(spec, device)
         session = ModelSession(spec.name, model, model_fingerprint(spec), cache, cfg.batch_size)
         for bench in benchmarks:
             metrics, note = EVALUATORS[bench.kind](session, bench)
@@ -73,18 +76,18 @@ def load_benchmark(spec: BenchmarkSpec, skip_missing: bool) -> list[LoadedBenchm
     folder = dict(class_names=_lines(spec.class_names), skip_missing=skip_missing)
     if spec.kind == "zeroshot":
         return [LoadedBenchmark(spec.name, "zeroshot",
-                                readers.read_class_folder(spec.path, templates=_lines(spec.templates), **folder))]
+                                readers.read_class_folder(spec.path, templates=spec.templates, **folder))]
     train, test = readers.read_class_folder(spec.train, **folder), readers.read_class_folder(spec.path, **folder)
     if train.class_names != test.class_names:
         raise ValueError(f"benchmark {spec.name}: train ({spec.train}) and test ({spec.path}) class folders differ")
-    return [LoadedBenchmark(spec.name, "linear_probe", (train, test, spec.l2))]
+    return [LoadedBenchmark(spec.name, "linear_probe", (train, test, spec))]
 
 
 def _cra_pairs(spec: BenchmarkSpec) -> tuple[list[str], list[str]]:
     from ..data.records import read_caption_records
 
     records, stats = read_caption_records(spec.path, caption_fields=spec.fields or None, min_captions=2)
-    records = records[:spec.limit] if spec.limit else records
+    records = records[:spec.limit] if spec.limit is not None else records
     if len(records) < 2:
         raise ValueError(f"benchmark {spec.name}: {spec.path} has {len(records)} records with two captions; "
                          f"CRA needs at least 2 ({stats.summary()})")
@@ -110,13 +113,13 @@ class ModelSession:
 
     def images(self, label: str, paths) -> torch.Tensor:
         paths = [str(p) for p in paths]
-        key = self.cache.key(self.fingerprint, "image", paths)
-        return self.cache.get_or_compute(f"{self.name}-{_safe(label)}-image", key, lambda: (
+        key = self.cache.key(self.fingerprint, "image", paths, files=True)
+        return self.cache.get_or_compute(f"{_safe(self.name)}-{_safe(label)}-image", key, lambda: (
             encode_images(self.model, paths, self.batch_size, desc=f"{label} images"), 0))[0]
 
     def texts(self, label: str, texts: list[str]) -> tuple[torch.Tensor, int]:
         key = self.cache.key(self.fingerprint, "text", texts)
-        return self.cache.get_or_compute(f"{self.name}-{_safe(label)}-text", key,
+        return self.cache.get_or_compute(f"{_safe(self.name)}-{_safe(label)}-text", key,
                                          lambda: encode_texts(self.model, texts, self.batch_size))
 
     def truncation_note(self, truncated: int, total: int) -> str | None:
@@ -126,7 +129,8 @@ class ModelSession:
 
 
 def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+    """A model or benchmark name as part of a file name: no separators, no leading dot."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).lstrip(".") or "_"
 
 
 # ------------------------------------------------------------------ evaluating
@@ -151,10 +155,10 @@ def evaluate_cra(session: ModelSession, bench: LoadedBenchmark):
 
 
 def evaluate_zeroshot(session: ModelSession, bench: LoadedBenchmark):
-    from .zeroshot import class_text_embeddings, zeroshot_metrics
+    from .zeroshot import class_text_embeddings, fill_template, zeroshot_metrics
 
     data = bench.data
-    prompts = [t.format(name) for name in data.class_names for t in data.templates]
+    prompts = [fill_template(t, name) for name in data.class_names for t in data.templates]
     embedded, truncated = session.texts(bench.name + "-prompts", prompts)
     classes = class_text_embeddings(_lookup(prompts, embedded), data.class_names, data.templates)
     images = session.images(bench.name, data.image_paths)
@@ -166,10 +170,11 @@ def evaluate_zeroshot(session: ModelSession, bench: LoadedBenchmark):
 def evaluate_linear_probe(session: ModelSession, bench: LoadedBenchmark):
     from .linear_probe import linear_probe
 
-    train, test, l2 = bench.data
+    train, test, spec = bench.data
     train_x = session.images(bench.name + "-train", train.image_paths)
     test_x = session.images(bench.name + "-test", test.image_paths)
-    return linear_probe(train_x, torch.as_tensor(train.labels), test_x, torch.as_tensor(test.labels), l2=l2), None
+    return linear_probe(train_x, torch.as_tensor(train.labels), test_x, torch.as_tensor(test.labels),
+                        solver=spec.solver, l2=spec.l2), None
 
 
 EVALUATORS: dict[str, Callable] = {"retrieval": evaluate_retrieval, "cra": evaluate_cra,

@@ -42,7 +42,7 @@ class CaptionEncoder(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
-        self.lm_head = lm_head  # only for the MNTP objective
+        self.lm_head = lm_head  # only for the MNTP objective; frozen (see _load_llm)
         self.padding_side = "right"
         self.autocast_dtype: torch.dtype | None = None
         self.num_truncated = 0  # captions cut to max_length since creation
@@ -279,7 +279,10 @@ def _load_llm(source: str, with_lm_head: bool, kwargs: dict) -> tuple[nn.Module,
     try:
         if with_lm_head:
             causal = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-            return causal.get_decoder(), causal.get_output_embeddings()
+            # Frozen: MNTP only reads predictions through it. Only the body trains (its LoRA,
+            # or all of it), and only the body is saved, so a trained head would be lost -
+            # and as trainable weights it would fill every checkpoint (0.5 B for Llama-3-8B).
+            return causal.get_decoder(), causal.get_output_embeddings().requires_grad_(False)
         return AutoModel.from_pretrained(source, **kwargs), None
     except OSError as err:
         raise ValueError(f"cannot load a language model from {source!r}: {err}") from None

@@ -1,6 +1,13 @@
-"""Method (d) of the paper's Table 10: the caption embedding is the LLM's embedding
-concatenated with the original CLIP model's own text embedding, [LLM ‖ CLIP-text], and the
-adaptor maps the concatenation to the joint space.
+"""The concat caption encoder: the LLM's embedding concatenated with the original CLIP
+model's own text embedding, [LLM ‖ CLIP-text]. Stage 2 uses it two ways:
+
+- "concat, single head" (`model.loss_terms: [llm]`, the default): the one adaptor maps the
+  whole concatenation to the joint space, trained with one contrastive loss. A variant of
+  ours, not a row of the paper.
+- Table 10's method (d) (`model.loss_terms: [llm, clip_text, cat]`): a head per encoder
+  and one on their concatenation, three contrastive losses (multi_encoder.py), which
+  splits this embedding back into its two parts (the store's identity records the CLIP
+  part's width as `concat_clip_dim`).
 
 Both halves are frozen in stage 2 (only LoRA, in online_lora, trains the LLM half), so the
 concatenation is precomputable like the LLM embedding alone: `llm2clip embed` stores it

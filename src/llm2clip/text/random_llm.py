@@ -48,8 +48,9 @@ def build_tokenizer(vocab_size: int = 512):
 
 def build_random_llm(arch: str = "llama", hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4,
                      num_kv_heads: int = 2, intermediate_size: int | None = None, vocab_size: int = 512,
-                     seed: int = 0):
-    """A random causal LM of the given architecture and size."""
+                     seed: int = 0, tie_word_embeddings: bool = True):
+    """A random causal LM of the given architecture and size. `tie_word_embeddings=False`
+    gives it a separate LM head, as Llama-3-8B has (SmolLM2 ties its head to the embeddings)."""
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     configs = {"llama": LlamaConfig, "qwen2": Qwen2Config}
@@ -58,7 +59,7 @@ def build_random_llm(arch: str = "llama", hidden_size: int = 32, num_layers: int
     config = configs[arch](
         hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads, intermediate_size=intermediate_size or 2 * hidden_size,
-        vocab_size=vocab_size, max_position_embeddings=2048, tie_word_embeddings=True,
+        vocab_size=vocab_size, max_position_embeddings=2048, tie_word_embeddings=tie_word_embeddings,
         bos_token_id=1, eos_token_id=2, pad_token_id=0,
     )
     torch.manual_seed(seed)

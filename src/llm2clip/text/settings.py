@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-POOLINGS = ("mean", "last", "weighted_mean")
+from ..choices import POOLINGS
+from ..config import setting
+
 PADDING_SIDES = ("right", "left")
 # The paper's LoRA targets: every attention and MLP projection of a Llama-style block.
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -14,9 +16,9 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class LoraSettings:
     """LoRA on the LLM (paper: r=16, alpha=32, dropout 0.05 on all projections)."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = setting(16, at_least=1)
+    alpha: int = setting(32, above=0)
+    dropout: float = setting(0.05, at_least=0, below=1)
     target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
 
     @classmethod

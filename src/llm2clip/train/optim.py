@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-SCHEDULES = ("linear", "cosine", "constant")
+from ..choices import SCHEDULES
 
 
 def build_adamw(param_groups: list[dict], lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):

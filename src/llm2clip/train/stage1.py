@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import distributed as dist_utils
+from ..atomic_file import atomic_folder
 from ..data.pair_schedule import PairSchedule
 from ..data.records import read_caption_records
 from ..data.text_pairs import read_text_pairs
@@ -72,13 +73,15 @@ def run_cra(encoder: CaptionEncoder, cfg: Stage1Config) -> dict[str, Any] | None
         encoder.num_truncated = counted
 
 
-def train_stage1(cfg: Stage1Config, resume: bool = False) -> dict[str, Any]:
+def train_stage1(cfg: Stage1Config, resume: bool = False,
+                 config_file: str | None = None) -> dict[str, Any]:
     """Run stage 1 end to end; returns a summary (final paths, CRA before/after, steps)."""
+    cfg.validate()
     t = cfg.train
     accelerator = make_accelerator(t.precision, t.device)
     main = accelerator.is_main_process
     setup_logging(main)
-    out = prepare_output(t.output_dir, cfg, resume, main)
+    out = prepare_output(t.output_dir, cfg, resume, main, config_file)
     torch.manual_seed(t.seed)
     schedule = build_schedule_for(cfg, accelerator.num_processes)
     steps = total_steps(t.max_steps, t.epochs, schedule.steps_per_epoch, t.grad_accum)
@@ -160,10 +163,12 @@ def _save(out: Path, step: int, encoder, optimizer, scheduler, keep: int) -> Non
 def _finish(cfg: Stage1Config, encoder: CaptionEncoder, out: Path, metrics: MetricsLog, cra_before) -> dict:
     encoder.eval()
     final = out / "final"
-    encoder.save_pretrained(final)
+    with atomic_folder(final) as staging:  # a failure leaves an earlier final/ whole
+        encoder.save_pretrained(staging)
     result: dict[str, Any] = {"encoder": str(final)}
     if cfg.train.save_merged:
-        encoder.save_pretrained(out / "final-merged", merge=True)
+        with atomic_folder(out / "final-merged") as staging:
+            encoder.save_pretrained(staging, merge=True)
         result["merged"] = str(out / "final-merged")
     cra_after = run_cra(encoder, cfg)
     if cra_after:

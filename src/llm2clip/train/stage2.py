@@ -25,12 +25,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import distributed as dist_utils
+from ..atomic_file import atomic_folder
 from ..data.batch_plan import BatchPlan
 from ..data.caption_choice import CaptionChoice
 from ..data.errors import DataError
 from ..data.image_text import ImageTextDataset, StepBatchSampler, collate_samples
 from ..data.records import read_caption_records
 from ..model import LLM2CLIP, LLM2CLIPConfig
+from ..multi_encoder import needs_clip_text
 from .metrics_log import MetricsLog
 from .optim import build_adamw, build_schedule, total_steps
 from .runtime import apply_update, check_finite, make_accelerator, prepare_output, setup_logging
@@ -41,13 +43,14 @@ from .training_state import restore_training_state, save_training_state
 log = logging.getLogger("llm2clip.stage2")
 
 
-def train_stage2(cfg: Stage2Config, resume: bool = False) -> dict[str, Any]:
+def train_stage2(cfg: Stage2Config, resume: bool = False,
+                 config_file: str | None = None) -> dict[str, Any]:
     cfg.validate()
     t = cfg.train
     accelerator = make_accelerator(t.precision, t.device)
     main = accelerator.is_main_process
     setup_logging(main)
-    out = prepare_output(t.output_dir, cfg, resume, main)
+    out = prepare_output(t.output_dir, cfg, resume, main, config_file)
     torch.manual_seed(t.seed)
 
     encoder, store = load_text_side(cfg)
@@ -148,10 +151,13 @@ def verify_store(cfg: Stage2Config, store, samples) -> None:
 
 def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
     m = cfg.model
+    terms = list(m.loss_terms)
     config = LLM2CLIPConfig(vision=m.vision, text_dim=store.dim if store is not None else encoder.dim,
                             embed_dim=m.embed_dim, adaptor=dict(m.adaptor), logit_scale_init=m.logit_scale_init,
                             logit_bias_init=m.logit_bias_init if cfg.train.loss == "siglip" else None,
-                            max_logit_scale=m.max_logit_scale, caption_encoder=m.caption_encoder)
+                            max_logit_scale=m.max_logit_scale, caption_encoder=m.caption_encoder,
+                            loss_terms=terms, cat_dim=m.cat_dim,
+                            clip_text_dim=clip_text_dim(cfg, encoder, store) if needs_clip_text(terms) else 0)
     model = LLM2CLIP(config)
     groups = model.vision.layer_groups()
     if not 0 <= m.frozen_vision_groups <= len(groups):
@@ -165,6 +171,18 @@ def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
     if m.gradient_checkpointing:
         model.vision.gradient_checkpointing_enable()
     return model
+
+
+def clip_text_dim(cfg: Stage2Config, encoder, store) -> int:
+    """The width of the CLIP-T part of a concat caption encoder's embedding (the store
+    records it in its identity); an error for an LLM alone."""
+    found = store.identity.get("concat_clip_dim", 0) if store is not None else getattr(
+        getattr(encoder, "clip_text", None), "embed_dim", 0)
+    if not found:
+        raise ValueError(f"model.loss_terms {list(cfg.model.loss_terms)} need a concat caption encoder "
+                         f"([LLM | CLIP text], made by `llm2clip concat-encoder`); {cfg.model.caption_encoder} "
+                         "is an LLM alone")
+    return int(found)
 
 
 def build_dataset(cfg: Stage2Config, model: LLM2CLIP, store) -> ImageTextDataset:
@@ -225,9 +243,10 @@ def param_groups(cfg: Stage2Config, model: LLM2CLIP, encoder) -> list[dict]:
     for depth, params in enumerate(layers):
         lr = t.lr_vision * t.layer_decay ** (len(layers) - 1 - depth)
         groups += _decay_split(params, lr, t.weight_decay_vision)
-    head = list(model.projection.parameters()) + list(model.adaptor.parameters())
-    groups += _decay_split(head, t.lr_adaptor, t.weight_decay_adaptor)
-    scalars = [model.logit_scale] + ([model.logit_bias] if model.logit_bias is not None else [])
+    scalars = model.logit_parameters()
+    heads = [p for name, p in model.named_parameters()  # projection(s), adaptor, multi-encoder heads
+             if not name.startswith("vision.") and all(p is not s for s in scalars)]
+    groups += _decay_split(heads, t.lr_adaptor, t.weight_decay_adaptor)
     groups.append({"params": scalars, "lr": t.lr_logit_scale, "weight_decay": 0.0})
     if encoder is not None and t.mode == "online_lora":
         groups.append({"params": [p for p in encoder.parameters() if p.requires_grad], "lr": t.lr_llm,
@@ -256,7 +275,7 @@ def _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loa
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="stage2", unit="step",
                disable=not accelerator.is_main_process)
     for step in bar:
-        began, total, samples = time.perf_counter(), 0.0, 0
+        began, total, samples, terms = time.perf_counter(), 0.0, 0, Counter()
         for micro in range(t.grad_accum):
             batch = next(batches)
             for sample_id, reason in batch["skipped"]:
@@ -268,11 +287,12 @@ def _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loa
                 result = prepared(**inputs)
                 accelerator.backward(result["loss"] / t.grad_accum)
             total += result["loss"].item() / t.grad_accum
+            terms.update({k: v.item() / t.grad_accum for k, v in result.items() if k.startswith("loss_")})
             samples += len(batch["ids"])
         check_finite(total, step, out)
         grad_norm = apply_update(accelerator, trainable, optimizer, scheduler, t.grad_clip)
         objective.model.clamp_logit_scale()
-        row = {"step": step + 1, "loss": total, "logit_scale": result["logit_scale"].item(),
+        row = {"step": step + 1, "loss": total, **terms, "logit_scale": result["logit_scale"].item(),
                "lr_factor": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"],
                "grad_norm": grad_norm,
                "samples_per_s": samples * accelerator.num_processes / (time.perf_counter() - began),
@@ -286,7 +306,9 @@ def _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loa
 
 def _inputs(batch: dict, objective: Stage2Objective, device) -> dict:
     if not batch["ids"]:
-        raise ValueError("every sample of a micro-batch was skipped; see skipped-rank*.jsonl")
+        sample_id, reason = batch["skipped"][0] if batch["skipped"] else ("?", "?")
+        raise ValueError(f"every sample of a micro-batch was skipped (e.g. sample {sample_id!r}: {reason}); "
+                         "see skipped-rank*.jsonl")
     if "image_features" in batch:
         inputs: dict[str, Any] = {"image_features": batch["image_features"].to(device)}
     else:
@@ -301,17 +323,17 @@ def _inputs(batch: dict, objective: Stage2Objective, device) -> dict:
 
 def _finish(cfg: Stage2Config, model: LLM2CLIP, encoder, out: Path) -> Path:
     """final/ = the model + its caption encoder: the tuned one (online_lora) or a copy
-    of the stage-1 folder, so from_pretrained(final) encodes both sides."""
+    of the stage-1 folder, so from_pretrained(final) encodes both sides. Built aside and
+    renamed into place: a failure leaves an earlier final/ whole."""
     final = out / "final"
     model.eval()
-    model.save_pretrained(final, save_caption_encoder=False)
-    target = final / "caption_encoder"
-    if cfg.train.mode == "online_lora":
-        encoder.save_pretrained(target)
-    elif Path(cfg.model.caption_encoder).is_dir():
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(cfg.model.caption_encoder, target)
+    with atomic_folder(final) as staging:
+        model.save_pretrained(staging, save_caption_encoder=False)
+        target = staging / "caption_encoder"
+        if cfg.train.mode == "online_lora":
+            encoder.save_pretrained(target)
+        elif Path(cfg.model.caption_encoder).is_dir():
+            shutil.copytree(cfg.model.caption_encoder, target)
     return final
 
 

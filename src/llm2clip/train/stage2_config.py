@@ -1,27 +1,43 @@
-"""The stage-2 recipe: what `llm2clip stage2 --config` reads (configs/stage2/*.yaml)."""
+"""The stage-2 recipe: what `llm2clip stage2 --config` reads (configs/stage2/*.yaml).
+
+Each setting declares the values it accepts (`setting(...)`, checked by config.check_config).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-MODES = ("offline", "online_frozen", "online_lora")
-LOSSES = ("clip", "siglip")
+from ..choices import ADAPTOR_KINDS, DEVICES, LOSSES, MODES, PRECISIONS, SCHEDULES
+from ..config import ConfigError, check_config, setting
+from ..multi_encoder import check_terms
+from .stage1_config import MAX_SEED
+
+__all__ = ["LOSSES", "MODES", "Stage2Config", "Stage2Data", "Stage2Model", "Stage2Train"]
 
 
 @dataclass
 class Stage2Model:
     vision: str = "efficientnet-lite0"  # embedded short name, HF CLIP/SigLIP id, or folder
     caption_encoder: str = ""  # the stage-1 folder (its identity must match the store)
-    embed_dim: int = 1280  # 1280 for OpenAI/EVA02 ViT-L, 1152 for SigLIP2-SO400M
+    embed_dim: int = setting(1280, at_least=1)  # 1280 for OpenAI/EVA02 ViT-L, 1152 for SigLIP2-SO400M
+    # {kind: mlp | transformer, ...the adaptor's options}
     adaptor: dict[str, Any] = field(default_factory=lambda: {"kind": "mlp", "num_blocks": 4, "expansion": 2})
-    logit_scale_init: float = 14.285714  # 1 / 0.07
+    logit_scale_init: float = setting(14.285714, above=0)  # 1 / 0.07; the parameter is its log
     logit_bias_init: float = -10.0  # used by the sigmoid loss only
-    max_logit_scale: float = 100.0
+    max_logit_scale: float = setting(100.0, above=0)
     gradient_checkpointing: bool = False  # the vision tower, and the caption encoder when online_lora trains it
-    frozen_vision_groups: int = 0  # freeze the tower's first N layer groups (0: all trained, as the paper)
+    # freeze the tower's first N layer groups (0: all trained, as the paper)
+    frozen_vision_groups: int = setting(0, at_least=0)
     # with the whole tower frozen (frozen_vision_groups = all, LiT-style), compute each image's
     # tower features once before training: only the projection, adaptor and scale train
     cache_image_features: bool = False
+    # Table 10's method. [llm] = (a): the adaptor over the caption embedding (given a concat
+    # caption encoder, the "concat, single head" variant). [llm, clip_text, cat] = (d): a head
+    # per encoder and one on their concatenation, three contrastive losses; needs a concat
+    # caption encoder (`llm2clip concat-encoder`). See multi_encoder.py.
+    loss_terms: list[str] = field(default_factory=lambda: ["llm"])
+    cat_dim: int | None = None  # (d): the concatenation head's width (default 2 x embed_dim, Appendix A)
 
 
 @dataclass
@@ -29,46 +45,48 @@ class Stage2Data:
     train: str = ""  # caption records (CSV/TSV/JSONL) with an image path per row
     # or webdataset shards (img2dataset layout), streamed: "shards/{00000..00999}.tar", URLs, "pipe:..."
     train_shards: str | None = None
-    samples_per_epoch: int | None = None  # with train_shards: what train.epochs counts (else set max_steps)
+    # with train_shards: what train.epochs counts (else set max_steps)
+    samples_per_epoch: int | None = setting(None, at_least=1, null="train.max_steps decides")
     resampled: bool = False  # with train_shards: draw shards with replacement instead of epoch-wise
     # with train_shards: samples in webdataset's shuffle buffer (per DataLoader worker; 0: off), so
     # batches, and their in-batch negatives, change every epoch. 5000 is open_clip's webdataset
     # sample-shuffle size: raw (undecoded) samples, ~100 MB per worker at ~20 KB per JPEG
-    shuffle_buffer: int = 5000
+    shuffle_buffer: int = setting(5000, at_least=0)
     image_root: str | None = None  # image paths resolve here (default: the data file's folder)
     id_field: str = "id"
     image_field: str = "image"
     real_fields: list[str] = field(default_factory=lambda: ["raw_caption"])
     dense_fields: list[str] = field(default_factory=lambda: ["longSV", "longIB", "longLLA"])
-    dense_ratio: float = 0.5  # share of samples that train on a dense caption (Table 7)
+    dense_ratio: float = setting(0.5, at_least=0, at_most=1)  # share of samples that train on a dense caption (Table 7)
     embeddings: str | None = None  # the store from `llm2clip embed` (offline mode)
-    num_workers: int = 2
+    num_workers: int = setting(2, at_least=0)
 
 
 @dataclass
 class Stage2Train:
-    mode: str = "offline"  # offline | online_frozen | online_lora (Table 11)
-    loss: str = "clip"  # clip | siglip
+    mode: str = setting("offline", choices=MODES)  # the text side (Table 11)
+    loss: str = setting("clip", choices=LOSSES)
     output_dir: str = "runs/stage2"
-    batch_size: int = 128  # samples per process per micro-step
-    grad_accum: int = 1
-    epochs: int = 4
-    max_steps: int | None = None
-    lr_vision: float = 1.0e-5
-    lr_adaptor: float = 1.0e-4
-    lr_logit_scale: float = 1.0e-4
-    lr_llm: float = 1.0e-4  # online_lora only
-    weight_decay_vision: float = 0.05
-    weight_decay_adaptor: float = 0.05
-    layer_decay: float = 0.85  # lr of tower layer i = lr_vision * decay^(layers above it)
-    warmup_steps: int = 500
-    schedule: str = "cosine"
-    grad_clip: float = 5.0
-    precision: str = "auto"
-    device: str = "auto"
-    seed: int = 42
-    save_every: int = 500
-    keep_checkpoints: int = 2
+    batch_size: int = setting(128, at_least=1)  # samples per process per micro-step
+    grad_accum: int = setting(1, at_least=1)
+    epochs: int = setting(4, at_least=1)
+    max_steps: int | None = setting(None, at_least=1, null="train.epochs decide")
+    lr_vision: float = setting(1.0e-5, above=0)
+    lr_adaptor: float = setting(1.0e-4, above=0)
+    lr_logit_scale: float = setting(1.0e-4, at_least=0)  # 0 keeps the initial temperature
+    lr_llm: float = setting(1.0e-4, above=0)  # online_lora only
+    weight_decay_vision: float = setting(0.05, at_least=0)
+    weight_decay_adaptor: float = setting(0.05, at_least=0)
+    # lr of tower layer i = lr_vision * decay^(layers above it)
+    layer_decay: float = setting(0.85, above=0, at_most=1)
+    warmup_steps: int = setting(500, at_least=0)
+    schedule: str = setting("cosine", choices=SCHEDULES)
+    grad_clip: float = setting(5.0, at_least=0)  # 0 disables
+    precision: str = setting("auto", choices=PRECISIONS)
+    device: str = setting("auto", choices=DEVICES)
+    seed: int = setting(42, at_least=0, at_most=MAX_SEED)
+    save_every: int = setting(500, at_least=1)
+    keep_checkpoints: int = setting(2, at_least=0)  # 0 keeps every checkpoint
 
 
 @dataclass
@@ -78,10 +96,8 @@ class Stage2Config:
     train: Stage2Train = field(default_factory=Stage2Train)
 
     def validate(self) -> None:
-        if self.train.mode not in MODES:
-            raise ValueError(f"train.mode must be one of {MODES}, got {self.train.mode!r}")
-        if self.train.loss not in LOSSES:
-            raise ValueError(f"train.loss must be one of {LOSSES}, got {self.train.loss!r}")
+        check_config(self)
+        self._check_adaptor()
         if bool(self.data.train) == bool(self.data.train_shards):
             raise ValueError("set exactly one of data.train (image-caption records) and data.train_shards "
                              "(webdataset shards)")
@@ -91,3 +107,25 @@ class Stage2Config:
             raise ValueError("offline mode needs data.embeddings (a store written by `llm2clip embed`)")
         if not self.model.caption_encoder:
             raise ValueError("model.caption_encoder is required (the stage-1 folder)")
+        check_terms(self.model.loss_terms, "model.loss_terms")
+        encoder, out = Path(self.model.caption_encoder).resolve(), Path(self.train.output_dir).resolve()
+        if encoder.exists() and (encoder == out or out in encoder.parents):
+            # the run replaces its final/ (and may clean its folder): the encoder would go with it
+            raise ValueError(f"model.caption_encoder ({self.model.caption_encoder}) lies inside train.output_dir "
+                             f"({self.train.output_dir}), which this run writes into; copy the encoder elsewhere "
+                             "or choose another train.output_dir")
+
+    def _check_adaptor(self) -> None:
+        """model.adaptor names a kind and only options its class takes (before anything loads)."""
+        import inspect
+
+        from ..adaptor import ADAPTORS
+
+        options = dict(self.model.adaptor)
+        kind = options.pop("kind", "mlp")
+        if kind not in ADAPTOR_KINDS:
+            raise ConfigError(f"model.adaptor.kind {kind!r} is not one of {', '.join(ADAPTOR_KINDS)}")
+        accepted = list(inspect.signature(ADAPTORS[kind]).parameters)[2:]  # after in_dim, embed_dim
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ConfigError(f"model.adaptor: the {kind} adaptor has no option(s) {unknown}; it takes {accepted}")

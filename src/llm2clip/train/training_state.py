@@ -28,10 +28,13 @@ def save_training_state(out: Path, step: int, module: nn.Module, optimizer, sche
 def restore_training_state(out: Path, module: nn.Module, optimizer, scheduler,
                            logs: list[MetricsLog]) -> tuple[int, dict[str, Any]]:
     """Load the newest good checkpoint into module/optimizer/scheduler/RNG; cut the logs
-    back to its step. Returns (step, the checkpoint's state) — (0, {}) without one."""
+    back to its step (to nothing without one). Returns (step, the checkpoint's state) —
+    (0, {}) without one."""
     state = load_latest(out / "checkpoints")
     if state is None:
         log.info("no usable checkpoint in %s: starting from step 0", out / "checkpoints")
+        for metrics in logs:  # nothing to continue: the logs restart with the run
+            metrics.truncate_after(-1)
         return 0, {}
     params = trainable_weights(module)
     mismatch = set(state["weights"]) ^ set(params)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,7 +38,7 @@ class ClassificationBenchmark:
 
     def prompts(self, class_index: int) -> list[str]:
         """Every template filled with the class's name."""
-        return [t.replace("{}", self.class_names[class_index]) for t in self.templates]
+        return [t.format(self.class_names[class_index]) for t in self.templates]
 
     def describe(self) -> str:
         text = (f"{self.name}: {len(self.image_paths)} images, {len(self.class_names)} classes, "
@@ -118,9 +119,26 @@ def _templates(given) -> list[str]:
     if not templates:
         raise DataError(f"{where}: no prompt templates")
     for i, template in enumerate(templates):
-        if "{}" not in template:
-            raise DataError(f"{where}: template {i + 1} {template!r} has no {{}} for the class name")
+        problem = template_problem(template)
+        if problem:
+            raise DataError(f"{where}: template {i + 1} {template!r} {problem}")
     return templates
+
+
+def template_problem(template: str) -> str | None:
+    """Why `template.format(class_name)` would fail or ignore the name (None: it is fine).
+    A template holds exactly one `{}`; literal braces are written `{{` and `}}`."""
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as err:  # a lone { or }
+        return f"is not a valid template ({err}); write a literal brace as {{{{ or }}}}"
+    if not fields:
+        return "has no {} for the class name"
+    if len(fields) > 1 or fields[0][0] != "":
+        found = ", ".join("{" + name + (f":{spec}" if spec else "") + "}" for name, spec, _ in fields)
+        return f"must hold exactly one {{}} for the class name, found {found}; write a literal brace as {{{{ or }}}}"
+    return None
 
 
 def _lines_of(path) -> list[str]:
