@@ -286,6 +286,7 @@ STAGE2_BAD = [
     ("train.mode=offlin", "train.mode"),
     ("train.loss=hinge", "train.loss"),
     ("data.dense_ratio=-0.5", "data.dense_ratio"),
+    ("data.shuffle_buffer=-1", "data.shuffle_buffer"),
     ("train.layer_decay=0", "train.layer_decay"),
 ]
 

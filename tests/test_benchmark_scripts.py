@@ -16,6 +16,7 @@ SCRIPTS = {
     "bench_retrieval.py": ("retrieval", []),
     "bench_storage.py": ("storage", []),
     "bench_loader.py": ("loader", []),
+    "bench_store_verify.py": ("store_verify", []),
 }
 
 

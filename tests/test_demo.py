@@ -66,3 +66,12 @@ def test_fast_demo_is_deterministic_learns_and_reuses_finished_steps(tmp_path, c
     for step in ("data", "baseline", "stage1", "embed", "stage2"):
         assert f"{step}: reusing" in caplog.text, step
     assert json.loads((out / "summary.json").read_text()) == summary
+
+    # a test caption edited after `embed`: the evaluation from the store refuses it
+    test_file = out / "data" / "test_captions.jsonl"
+    rows = [json.loads(line) for line in test_file.read_text().splitlines()]
+    rows[0]["long"] += " (edited)"
+    test_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert cli_main(["demo", "--fast", "--out", str(out)]) == 2
+    assert f"sample id {rows[0]['id']!r} field 'long'" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Stage-2 data from webdataset shards (img2dataset layout): records for `embed`, the
 split across ranks and workers, counted skips, and resume = no resume."""
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from torch.utils.data import DataLoader
 
 from llm2clip.cli import main as cli_main
 from llm2clip.data.caption_choice import CaptionChoice
-from llm2clip.data.webdataset_source import WebDatasetStream, as_is, read_webdataset_records
+from llm2clip.data.webdataset_source import (WebDatasetStream, as_is, expand_shards, iter_shard, read_webdataset_records,
+                                             sample_captions, shard_captions)
 from llm2clip.train.stage2 import train_stage2
 
 
@@ -64,6 +66,16 @@ def test_records_from_shards_match_the_jsonl_rows(tmp_path, caplog):
     assert records == {r["id"]: {"caption": r["raw_caption"], "longSV": r["longSV"]} for r in rows}
 
 
+def test_the_caption_pre_pass_reads_what_training_reads_from_files_and_pipes(tmp_path):
+    shards, _ = write_shards(tmp_path)
+    urls = expand_shards(shards)
+    full = [(s["__key__"], sample_captions(s)) for url in urls for s in iter_shard(url) if s["__key__"] != "../escape"]
+    assert list(shard_captions(urls)) == full  # local files: the image members are seeked over
+    assert list(shard_captions([f"pipe:cat {url}" for url in urls])) == full  # streams: read past
+    in_parallel = list(shard_captions(urls, workers=2))  # shards interleaved across worker processes
+    assert sorted(in_parallel, key=lambda pair: pair[0]) == sorted(full, key=lambda pair: pair[0])
+
+
 def test_every_shard_is_read_once_per_epoch_across_ranks_and_workers(tmp_path):
     shards, _ = write_shards(tmp_path, per_shard=1)
     choice = CaptionChoice(("caption",), ("longSV",))
@@ -74,14 +86,15 @@ def test_every_shard_is_read_once_per_epoch_across_ranks_and_workers(tmp_path):
     assert streams[0]._epoch_shards(0, 0, 1) != streams[0]._epoch_shards(1, 0, 1)  # reshuffled per epoch
 
 
+@pytest.mark.parametrize("shuffle_buffer", [0, 8])
 @pytest.mark.parametrize("workers", [0, 2])
-def test_skipping_batches_resumes_the_exact_stream(tmp_path, workers):
+def test_skipping_batches_resumes_the_exact_stream(tmp_path, workers, shuffle_buffer):
     shards, _ = write_shards(tmp_path, per_shard=3)
     choice = CaptionChoice(("caption",), ("longSV",))
 
     def batches(skip, n):
         stream = WebDatasetStream(shards, lambda images: torch.zeros(len(images), 3, 4, 4), choice, batch_size=4,
-                                  skip_batches=skip)
+                                  skip_batches=skip, shuffle_buffer=shuffle_buffer)
         loader = iter(DataLoader(stream, batch_size=None, collate_fn=as_is, num_workers=workers))
         return [(b["ids"], b["sources"], b["skipped"]) for b in (next(loader) for _ in range(n))]
 
@@ -89,6 +102,24 @@ def test_skipping_batches_resumes_the_exact_stream(tmp_path, workers):
     assert batches(3, 5) == full[3:]
     skipped = {reason.split(":")[0] for b in full for _, reason in b[2]}
     assert {"ImageError", "DataError"} <= skipped  # the corrupt image and the escaping key
+
+
+def test_the_shuffle_buffer_changes_the_batches_every_epoch_and_follows_the_seed(tmp_path):
+    shards, _ = write_shards(tmp_path, per_shard=6)  # 18 samples: 3 shards of 6, batches of 6
+    choice = CaptionChoice(("caption",), ("longSV",))
+
+    def batches(seed, shuffle_buffer, epochs=2):
+        stream = WebDatasetStream(shards, lambda images: torch.zeros(len(images), 3, 4, 4), choice, batch_size=6,
+                                  seed=seed, shuffle_buffer=shuffle_buffer)
+        return [frozenset(b["ids"] + [i for i, _ in b["skipped"]]) for b in itertools.islice(stream, 3 * epochs)]
+
+    # without the buffer each batch is one shard, so every epoch has the same in-batch negatives
+    plain = batches(0, 0)
+    assert set(plain[:3]) == set(plain[3:])
+    shuffled = batches(0, 12)
+    assert not set(shuffled[:3]) & set(shuffled[3:])  # epoch 1 repeats none of epoch 0's batches
+    assert set().union(*shuffled[:3]) == set().union(*shuffled[3:]) == set().union(*plain)  # each sample once
+    assert batches(0, 12) == shuffled and batches(1, 12) != shuffled  # a function of the seed
 
 
 def test_stage2_streams_shards_and_resume_equals_no_resume(tmp_path, tiny_visions, stage1_folder, monkeypatch):

@@ -244,7 +244,8 @@ def step_eval(folder: Path, data: dict[str, str], baseline: dict, models: dict[s
                 model = DualEncoder.from_pretrained(baseline["model"]).eval()
             else:
                 model = LLM2CLIP.from_pretrained(models[name], load_caption_encoder=False).eval()
-                store = EmbeddingStore.open(stores[name]["store"])
+                # the test captions must be the texts that were embedded (embeddings/alignment.py)
+                store = EmbeddingStore.open(stores[name]["store"], records=records, field_names=list(STAGE2_FIELDS))
             image_emb = encode_images(model, images, batch_size=32, desc=f"{name} images")
             for field in STAGE2_FIELDS:
                 texts = [r.caption_by_source()[field] for r in records]

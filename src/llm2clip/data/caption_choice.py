@@ -1,8 +1,14 @@
 """Which caption a stage-2 sample trains on: real or dense, at a ratio (paper Table 7).
 
 The paper mixes the original (real) caption with dense MLLM captions 50/50 per sample.
-The choice is a pure function of (seed, epoch, sample index), so a resumed run, a
-second process, and offline vs online mode all pick the same caption for a sample.
+The choice is a pure function of (seed, epoch, sample index, available captions), so a
+resumed run and a second process pick the same caption for a sample.
+
+Available captions: online, the LLM encodes any text, so every caption of the sample;
+offline, only those the embedding store holds for that sample (`drawable_captions`).
+Drawing an unstored field would lose the sample (a skip) and shift the realised dense
+share away from `dense_ratio`; restricted to stored fields, the ratio holds. When the
+store holds every field, both modes see the same captions and pick the same one.
 """
 from __future__ import annotations
 
@@ -41,3 +47,10 @@ class CaptionChoice:
                 return candidates[rng.integers(len(candidates))]
         return None
 
+
+def drawable_captions(captions: dict[str, str], sample_id: str, store=None) -> dict[str, str]:
+    """The captions a sample may train on: all of them, or (offline, with an
+    EmbeddingStore) those stored for this sample id."""
+    if store is None:
+        return captions
+    return {source: text for source, text in captions.items() if store.row(sample_id, source) is not None}

@@ -3,9 +3,11 @@
 Rows come from caption records (CSV/TSV/JSONL with an image path and caption fields) or
 from webdataset shards (see webdataset_source.py). The dataset is indexed by
 `(index, epoch)` pairs, which a `StepBatchSampler` yields, so the caption choice (real
-vs dense) depends only on (seed, epoch, index). A sample whose image is unreadable, whose
-path leaves the image root, or that has no caption/embedding is *skipped*: the batch
-carries the reason instead, and the trainer counts and lists them at the end.
+vs dense) depends only on (seed, epoch, index) and the captions it may draw from: offline,
+those the store holds for the sample, which stage 2 has checked against the records'
+texts before the first step. A sample whose image is unreadable, whose path leaves the
+image root, or that has no caption is *skipped*: the batch carries the reason instead,
+and the trainer counts and lists them at the end.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .batch_plan import BatchPlan
-from .caption_choice import CaptionChoice
+from .caption_choice import CaptionChoice, drawable_captions
 from .errors import DataError
 from .image_paths import resolve_image_path
 from .records import CaptionRecord
@@ -41,16 +43,13 @@ class ImageTextDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, epoch = key
         record = self.records[index]
-        captions = record.caption_by_source()
+        captions = drawable_captions(record.caption_by_source(), record.id, self.store)
         source = self.choice.pick(captions, index, epoch)
         if source is None:
             return _skipped(record.id, "no_caption_in_the_configured_fields")
         item: dict[str, Any] = {"id": record.id, "source": source}
-        if self.store is not None:
-            try:
-                item["text_embedding"] = torch.from_numpy(self.store.get(record.id, source))
-            except KeyError:
-                return _skipped(record.id, "no_embedding_in_the_store")
+        if self.store is not None:  # verified against the records before training (alignment.py)
+            item["text_embedding"] = torch.from_numpy(self.store.get(record.id, source))
         if self.with_text:
             item["text"] = captions[source]
         if self.image_features is not None:  # a frozen tower's features, computed once

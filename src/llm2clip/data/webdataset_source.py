@@ -11,15 +11,20 @@ commands (webdataset's own expansion and openers). Every epoch permutes the shar
 with (seed, epoch); process `rank` of `world_size` takes every world_size-th shard and
 DataLoader worker w of W every W-th of those, so each shard is read once per epoch
 across all ranks and workers (`resampled: true` draws shards with replacement instead).
-Each worker batches its own samples, and the DataLoader hands out worker batches
-round-robin, so batch b of the run is batch b // W of worker b % W: a resumed run skips
-exactly the raw samples of the batches already trained (without decoding them) and then
-sees what an uninterrupted run would. Resuming needs the same shards, workers, batch
-size and processes.
+Within an epoch each worker passes its raw (undecoded) samples through webdataset's
+shuffle buffer (`shuffle_buffer` samples, seeded from (seed, epoch, rank, worker)), so
+batches mix shards and change every epoch. Each worker batches its own samples, and the
+DataLoader hands out worker batches round-robin, so batch b of the run is batch b // W
+of worker b % W: a resumed run skips exactly the raw samples of the batches already
+trained (after the shuffle, before decoding) and then sees what an uninterrupted run
+would. Resuming needs the same shards, workers, batch size, buffer and processes.
 
-Per-sample faults (unreadable image, no image, a key that tries to leave its folder, no
-caption, no embedding) are counted skips, as for CSV/JSONL data; a shard that cannot be
-opened or is truncated is logged and the rest of that shard is skipped.
+Offline, stage 2 first reads the caption members of the shards (never the images) and
+checks them against the store (`shard_captions`, embeddings/alignment.py); each sample's
+drawn caption is checked again when it is used. Per-sample faults (unreadable image, no
+image, a key that tries to leave its folder, no caption, a caption that no longer matches
+the store) are counted skips, as for CSV/JSONL data; a shard that cannot be opened or is
+truncated is logged and the rest of that shard is skipped.
 """
 from __future__ import annotations
 
@@ -27,13 +32,16 @@ import hashlib
 import itertools
 import json
 import logging
+import random
+import tarfile
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .caption_choice import CaptionChoice
+from .caption_choice import CaptionChoice, drawable_captions
 from .errors import DataError
 from .image_text import collate_samples
 from .records import CaptionRecord
@@ -41,6 +49,7 @@ from .records import CaptionRecord
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+CAPTION_EXTENSIONS = ("txt", "json")
 
 
 def expand_shards(spec: str | list[str]) -> list[str]:
@@ -58,18 +67,45 @@ def is_shard_spec(data: str) -> bool:
     return ".tar" in str(data)
 
 
-def iter_shard(url: str, on_error: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+def iter_shard(url: str, on_error: Callable[[str], None] | None = None,
+               captions_only: bool = False) -> Iterator[dict[str, Any]]:
     """The raw samples of one shard ({'__key__', '__url__', ext: bytes, ...}); a broken shard
-    ends early and is reported to `on_error` (default: raise DataError naming it)."""
+    ends early and is reported to `on_error` (default: raise DataError naming it).
+    `captions_only`: only the caption members (txt, json) are read; see `_caption_members`."""
     from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
     try:
-        yield from group_by_keys(tar_file_expander(url_opener([{"url": url}])))
+        files = _caption_members(url) if captions_only else tar_file_expander(url_opener([{"url": url}]))
+        yield from group_by_keys(files)
     except Exception as err:  # noqa: BLE001 - tarfile/gopen raise many kinds on a bad shard
         message = f"{url}: unreadable shard ({type(err).__name__}: {err})"
         if on_error is None:
             raise DataError(message) from None
         on_error(message)
+
+
+def _caption_members(url: str) -> Iterator[dict[str, Any]]:
+    """The caption files of a shard, as webdataset's tar expander yields them.
+
+    A local shard is opened for random access, so tarfile seeks over the images and only
+    their 512-byte headers are read; a URL or `pipe:` stream has to pass by in full, but
+    only the caption members are kept.
+    """
+    from webdataset.tariterators import tar_file_expander, url_opener
+
+    if not Path(url).is_file():
+        yield from tar_file_expander(url_opener([{"url": url}]), select_files=_is_caption_member)
+        return
+    with tarfile.open(url, "r:*") as tar:
+        for member in tar:
+            if member.isreg() and _is_caption_member(member.name):
+                yield {"fname": member.name, "data": tar.extractfile(member).read(), "__url__": url}
+
+
+def _is_caption_member(name: str) -> bool:
+    from webdataset.tariterators import base_plus_ext
+
+    return (base_plus_ext(name)[1] or "").lower() in CAPTION_EXTENSIONS
 
 
 def sample_captions(sample: dict[str, Any]) -> dict[str, str]:
@@ -98,12 +134,53 @@ def check_key(sample: dict[str, Any]) -> str:
     return key
 
 
+def shard_captions(urls: list[str], workers: int = 0) -> Iterator[tuple[str, dict[str, str]]]:
+    """(sample id, {field: caption}) of every sample of `urls` that training would not skip
+    for its key or its json; only the caption members are read (as for `embed`).
+
+    Parsing tar headers in Python is most of the cost, so with `workers` > 0 that many
+    DataLoader worker processes read the shards in parallel, each handing back a shard's
+    captions at a time (samples then arrive in worker-interleaved shard order)."""
+    if workers <= 0 or len(urls) < 2:
+        for url in urls:
+            yield from _captions_of_shard(url)
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_ShardCaptionLists(urls), batch_size=None, collate_fn=as_is,
+                        num_workers=min(workers, len(urls)))
+    for captions in loader:
+        yield from captions
+
+
+def _captions_of_shard(url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    for sample in iter_shard(url, on_error=log.warning, captions_only=True):
+        try:
+            yield check_key(sample), sample_captions(sample)
+        except DataError:  # a per-sample fault, skipped in training as well
+            continue
+
+
+class _ShardCaptionLists(IterableDataset):
+    """Worker w of W lists the captions of shards w, w+W, ... (one list per shard)."""
+
+    def __init__(self, urls: list[str]):
+        self.urls = urls
+
+    def __iter__(self) -> Iterator[list[tuple[str, dict[str, str]]]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for url in self.urls[worker::workers]:
+            yield list(_captions_of_shard(url))
+
+
 def read_webdataset_records(spec: str | list[str], caption_fields: list[str] | None = None) -> list[CaptionRecord]:
-    """Caption records of every sample in the shards (for `llm2clip embed`); images are
-    not decoded. `caption_fields` keeps only those fields (samples with none are left out)."""
+    """Caption records of every sample in the shards (for `llm2clip embed`); only the
+    caption members are read. `caption_fields` keeps only those fields (samples with
+    none are left out)."""
     records, seen, unsafe = [], set(), []
     for url in expand_shards(spec):
-        for sample in iter_shard(url):
+        for sample in iter_shard(url, captions_only=True):
             try:
                 key = check_key(sample)
             except DataError as err:  # a per-sample fault: counted and left out, as in training
@@ -130,11 +207,14 @@ class WebDatasetStream(IterableDataset):
 
     def __init__(self, shards: str | list[str], preprocess, choice: CaptionChoice, batch_size: int,
                  store=None, with_text: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 resampled: bool = False, skip_batches: int = 0):
+                 resampled: bool = False, skip_batches: int = 0, shuffle_buffer: int = 0):
         self.shards = expand_shards(shards)
         if len(self.shards) < world_size and not resampled:
             raise DataError(f"{len(self.shards)} shards cannot feed {world_size} processes; use more shards "
                             "or data.resampled: true")
+        if shuffle_buffer < 0:
+            raise ValueError(f"data.shuffle_buffer must be >= 0 (0: off), got {shuffle_buffer}")
+        self.shuffle_buffer = shuffle_buffer
         self.preprocess, self.choice, self.batch_size = preprocess, choice, batch_size
         self.store, self.with_text = store, with_text
         self.seed, self.rank, self.world_size, self.resampled = seed, rank, world_size, resampled
@@ -156,9 +236,26 @@ class WebDatasetStream(IterableDataset):
 
     def _raw_samples(self, worker: int, workers: int) -> Iterator[tuple[dict, int]]:
         for epoch in itertools.count():
-            for url in self._epoch_shards(epoch, worker, workers):
-                for sample in iter_shard(url, on_error=log.warning):
-                    yield sample, epoch
+            samples = (sample for url in self._epoch_shards(epoch, worker, workers)
+                       for sample in iter_shard(url, on_error=log.warning))
+            for sample in self._shuffled(samples, epoch, worker):
+                yield sample, epoch
+
+    def _shuffled(self, samples: Iterator[dict], epoch: int, worker: int) -> Iterator[dict]:
+        """The epoch's raw (undecoded) samples through webdataset's shuffle buffer.
+
+        Its RNG is seeded from (seed, epoch, rank, worker), so the order is a function of
+        the run's seed (a resumed run skips exactly the samples an uninterrupted one
+        trained, before decoding them) and differs every epoch, and so do the in-batch
+        negatives. The buffer fills before the first sample leaves it; it does not mix
+        epochs, so each sample keeps its epoch's caption choice.
+        """
+        if not self.shuffle_buffer:
+            return samples
+        from webdataset.filters import shuffle
+
+        state = int(np.random.default_rng([self.seed, epoch, self.rank, worker]).integers(2 ** 63))
+        return shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(state))(samples)
 
     def _epoch_shards(self, epoch: int, worker: int, workers: int) -> list[str]:
         if self.resampled:  # with replacement, independent per rank and worker
@@ -177,17 +274,18 @@ class WebDatasetStream(IterableDataset):
         key = sample.get("__key__", "?")
         try:
             key = check_key(sample)
-            captions = sample_captions(sample)
+            captions = drawable_captions(sample_captions(sample), key, self.store)
             index = int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:12], 16)  # a stable per-sample draw
             source = self.choice.pick(captions, index, epoch)
             if source is None:
                 return {"id": key, "skipped": "no_caption_in_the_configured_fields"}
             item: dict[str, Any] = {"id": key, "source": source}
             if self.store is not None:
-                try:
-                    item["text_embedding"] = torch.from_numpy(self.store.get(key, source))
-                except KeyError:
-                    return {"id": key, "skipped": "no_embedding_in_the_store"}
+                # checked before training too; a shard changed since (or read from a
+                # changing URL) must still never pair an image with another caption's row
+                if not self.store.text_matches(key, source, captions[source]):
+                    return {"id": key, "skipped": "caption_differs_from_the_store"}
+                item["text_embedding"] = torch.from_numpy(self.store.get(key, source))
             if self.with_text:
                 item["text"] = captions[source]
             ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)

@@ -37,7 +37,6 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..data.errors import DataError
-from ..data.records import field_matches
 from .identity import identity_differences
 from .quantize import dequantize
 
@@ -72,6 +71,12 @@ def shard_name(index: int) -> str:
 def text_hash(caption: str) -> bytes:
     """What a row remembers of its caption: enough to notice any change of text."""
     return hashlib.sha256(caption.encode("utf-8")).digest()[:TEXT_HASH_BYTES]
+
+
+def text_hashes_of(captions: Sequence[str]) -> np.ndarray:
+    """uint8 [n, TEXT_HASH_BYTES]: `text_hash` of each caption, as one array."""
+    hashes = b"".join(map(text_hash, captions))
+    return np.frombuffer(hashes, dtype=np.uint8).reshape(len(captions), TEXT_HASH_BYTES)
 
 
 def plan_digest(rows: Iterable[tuple[str, str, bytes]]) -> str:
@@ -220,30 +225,17 @@ class EmbeddingStore:
         return store
 
     def verify_records(self, records: Sequence, field_names: Sequence[str] | None = None) -> None:
-        """Raise StoreMismatchError unless every caption of `records` is stored, unchanged.
+        """Raise StoreMismatchError unless every caption of `records` that can be drawn
+        (restricted to `field_names`; see alignment.py) is stored, unchanged.
 
         This is what keeps embeddings aligned with their samples: a store looked up by id
         for a file whose captions changed (or were reordered) would otherwise hand back
         embeddings of other captions without any error.
         """
-        problems: list[str] = []
-        for record in records:
-            if record.id not in self._id_set:
-                problems.append(f"sample id {record.id!r} is not in the store")
-                continue
-            for field, caption in record.caption_by_source().items():
-                if not field_matches(field, field_names):
-                    continue
-                row = self._index.get((record.id, field))
-                if row is None:
-                    problems.append(f"sample id {record.id!r} has no embedding for field {field!r}")
-                elif self._text_hash(row) != text_hash(caption):
-                    problems.append(f"sample id {record.id!r} field {field!r}: the caption text differs from "
-                                    "the one that was embedded")
-        if problems:
-            shown = "; ".join(problems[:5]) + (f"; ... ({len(problems) - 5} more)" if len(problems) > 5 else "")
-            raise StoreMismatchError(f"{self.directory}: {len(problems)} caption(s) do not match the store: {shown}. "
-                                     "Re-embed this caption file with `llm2clip embed`.")
+        from .alignment import verify_alignment
+
+        verify_alignment(self, ((r.id, r.caption_by_source()) for r in records), field_names,
+                         data="the records", redo="Re-embed this caption file with `llm2clip embed`.")
 
     # -------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -251,6 +243,29 @@ class EmbeddingStore:
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         return tuple(key) in self._index
+
+    def row(self, sample_id: str, field: str) -> int | None:
+        """The global row of (sample id, field), or None when it is not stored."""
+        return self._index.get((sample_id, field))
+
+    def has_sample(self, sample_id: str) -> bool:
+        return sample_id in self._id_set
+
+    def text_hashes(self, rows: np.ndarray) -> np.ndarray:
+        """uint8 [n, TEXT_HASH_BYTES]: the caption-text hashes of global `rows`, read from
+        the memory-mapped shards (one gather per shard)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), TEXT_HASH_BYTES), dtype=np.uint8)
+        which = np.searchsorted(self._offsets, rows, side="right") - 1
+        for k in np.unique(which):
+            take = which == k
+            out[take] = self._shards[k].array("text_hash")[rows[take] - self._offsets[k]]
+        return out
+
+    def text_matches(self, sample_id: str, field: str, caption: str) -> bool:
+        """True if (sample id, field) is stored and was embedded from exactly `caption`."""
+        row = self.row(sample_id, field)
+        return row is not None and self.text_hashes(np.array([row]))[0].tobytes() == text_hash(caption)
 
     def keys(self) -> list[tuple[str, str]]:
         """Every (sample id, field), in store order."""
@@ -295,10 +310,6 @@ class EmbeddingStore:
         if row is None:
             raise KeyError(f"no embedding for sample id {sample_id!r}, field {field!r} in {self.directory}")
         return row
-
-    def _text_hash(self, row: int) -> bytes:
-        k = int(np.searchsorted(self._offsets, row, side="right") - 1)
-        return bytes(self._shards[k].array("text_hash")[row - self._offsets[k]])
 
     def __repr__(self) -> str:
         return (f"EmbeddingStore({str(self.directory)!r}, {len(self)} embeddings of dim {self.dim}, "

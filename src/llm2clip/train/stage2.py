@@ -5,8 +5,10 @@ Modes (paper Table 11): `offline` reads caption embeddings from the store writte
 loop; `online_lora` also trains its LoRA weights. One code path for CPU, GPU and many
 processes: each rank takes its slice of a global batch planned from (seed, step), and the
 loss gathers all ranks' features, so 2 processes = 1 process on the global batch.
-Per-sample data faults (unreadable images, missing embeddings) are skipped, counted,
-and listed in `skipped-rank{r}.jsonl`.
+Offline, the store is checked against the data before the first step (every caption
+that can be drawn must be the text its embedding was computed from), and samples draw
+only among the caption fields the store holds for them. Per-sample data faults
+(unreadable images, no caption) are skipped, counted, and listed in `skipped-rank{r}.jsonl`.
 """
 from __future__ import annotations
 
@@ -101,6 +103,7 @@ def load_text_side(cfg: Stage2Config):
 
         store = EmbeddingStore.open(cfg.data.embeddings,
                                     expected_identity=expected_identity_of_folder(cfg.model.caption_encoder))
+        _warn_unstored_fields(cfg, store)
         return None, store
     encoder = load_caption_encoder(cfg.model.caption_encoder, precision="fp32")
     encoder.requires_grad_(False)
@@ -114,6 +117,36 @@ def load_text_side(cfg: Stage2Config):
     else:
         encoder.eval()
     return encoder, None
+
+
+def _warn_unstored_fields(cfg: Stage2Config, store) -> None:
+    """Name, once, the configured caption fields no sample can draw offline."""
+    from ..embeddings.alignment import unstored_fields
+
+    missing = unstored_fields(store, caption_fields(cfg))
+    if missing and dist_utils.rank() == 0:
+        log.warning("%s holds no embedding of the configured caption field(s) %s: offline, samples draw only "
+                    "among the fields stored (%s); embed those fields too to train on them",
+                    store.directory, missing, ", ".join(store.fields))
+
+
+def caption_fields(cfg: Stage2Config) -> list[str]:
+    """The configured real and dense caption fields, each once."""
+    return list(dict.fromkeys(list(cfg.data.real_fields) + list(cfg.data.dense_fields)))
+
+
+def verify_store(cfg: Stage2Config, store, samples) -> None:
+    """Every drawable caption of this rank's `samples` ((id, {field: caption}) pairs) must be
+    the text its stored embedding was computed from; all ranks agree (embeddings/alignment.py)."""
+    from ..embeddings.alignment import embed_command, verify_alignment
+
+    data = cfg.data.train_shards or cfg.data.train
+    began = time.perf_counter()
+    found = verify_alignment(store, samples, caption_fields(cfg), data=data,
+                             redo=embed_command(store, cfg.model.caption_encoder, data,
+                                                "id" if cfg.data.train_shards else cfg.data.id_field))
+    log.info("%s: %d captions of %d samples match the store (checked in %.1f s, all ranks)", store.directory,
+             found.captions, found.samples, time.perf_counter() - began)
 
 
 def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
@@ -154,10 +187,12 @@ def clip_text_dim(cfg: Stage2Config, encoder, store) -> int:
 
 def build_dataset(cfg: Stage2Config, model: LLM2CLIP, store) -> ImageTextDataset:
     d = cfg.data
-    fields = list(dict.fromkeys(list(d.real_fields) + list(d.dense_fields)))
-    records, stats = read_caption_records(d.train, caption_fields=fields, id_field=d.id_field,
+    records, stats = read_caption_records(d.train, caption_fields=caption_fields(cfg), id_field=d.id_field,
                                           image_field=d.image_field, require_all_fields=False)
     log.info("stage-2 data: %s", stats.summary())
+    if store is not None:  # each rank checks its share of the records
+        mine = records[dist_utils.rank()::dist_utils.world_size()]
+        verify_store(cfg, store, ((r.id, r.caption_by_source()) for r in mine))
     choice = CaptionChoice(tuple(d.real_fields), tuple(d.dense_fields), d.dense_ratio, cfg.train.seed)
     root = d.image_root or str(Path(d.train).resolve().parent)
     return ImageTextDataset(records, root, model.vision.preprocess, choice, store=store,
@@ -186,14 +221,17 @@ def cache_image_features(dataset: ImageTextDataset, model: LLM2CLIP, batch_size:
 
 def build_stream_loader(cfg: Stage2Config, model: LLM2CLIP, store, done_batches: int, accelerator) -> DataLoader:
     """Webdataset shards, streamed; `done_batches` micro-batches of this rank were trained already."""
-    from ..data.webdataset_source import WebDatasetStream, as_is
+    from ..data.webdataset_source import WebDatasetStream, as_is, expand_shards, shard_captions
 
     d = cfg.data
+    if store is not None:  # a pre-pass over the caption members; each rank checks its share of the shards
+        mine = expand_shards(d.train_shards)[accelerator.process_index::accelerator.num_processes]
+        verify_store(cfg, store, shard_captions(mine, workers=d.num_workers))
     choice = CaptionChoice(tuple(d.real_fields), tuple(d.dense_fields), d.dense_ratio, cfg.train.seed)
     stream = WebDatasetStream(d.train_shards, model.vision.preprocess, choice, cfg.train.batch_size, store=store,
                               with_text=cfg.train.mode != "offline", seed=cfg.train.seed,
                               rank=accelerator.process_index, world_size=accelerator.num_processes,
-                              resampled=d.resampled, skip_batches=done_batches)
+                              resampled=d.resampled, skip_batches=done_batches, shuffle_buffer=d.shuffle_buffer)
     return DataLoader(stream, batch_size=None, collate_fn=as_is, num_workers=d.num_workers)
 
 

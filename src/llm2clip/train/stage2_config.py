@@ -48,6 +48,10 @@ class Stage2Data:
     # with train_shards: what train.epochs counts (else set max_steps)
     samples_per_epoch: int | None = setting(None, at_least=1, null="train.max_steps decides")
     resampled: bool = False  # with train_shards: draw shards with replacement instead of epoch-wise
+    # with train_shards: samples in webdataset's shuffle buffer (per DataLoader worker; 0: off), so
+    # batches, and their in-batch negatives, change every epoch. 5000 is open_clip's webdataset
+    # sample-shuffle size: raw (undecoded) samples, ~100 MB per worker at ~20 KB per JPEG
+    shuffle_buffer: int = setting(5000, at_least=0)
     image_root: str | None = None  # image paths resolve here (default: the data file's folder)
     id_field: str = "id"
     image_field: str = "image"
