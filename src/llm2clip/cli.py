@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from .arg_types import positive_int
 from .atomic_file import WriteError, atomic_write_text
 from .choices import POOLINGS
 from .config import ConfigError, load_config
@@ -101,17 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="a ~2-minute smoke version")
     p.set_defaults(run=_demo)
     return parser
-
-
-def positive_int(text: str) -> int:
-    """An argparse type for counts: a whole number >= 1 (argparse names the option)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _add_training_command(sub, name: str, help_text: str, example: str, run) -> None:

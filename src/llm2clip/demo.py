@@ -250,12 +250,10 @@ def step_eval(folder: Path, data: dict[str, str], baseline: dict, models: dict[s
             for field in STAGE2_FIELDS:
                 texts = [r.caption_by_source()[field] for r in records]
                 if name == "baseline":
-                    before = model.truncated_texts
                     text_emb = model.encode_text(texts, batch_size=64)
-                    cut = model.truncated_texts - before
-                    if cut:
+                    if text_emb.truncated:
                         results["benchmarks"][f"emoji-{field}"]["notes"][name] = (
-                            f"{cut} of {len(texts)} captions truncated at {model.max_text_tokens} tokens")
+                            f"{text_emb.truncated} of {len(texts)} captions truncated at {model.max_text_tokens} tokens")
                 else:
                     text_emb = model.encode_text_embeddings(torch.from_numpy(store.get_many(ids, field)))
                 metrics = retrieval_metrics(image_emb, text_emb, list(range(len(records))))

@@ -28,9 +28,9 @@ from .. import distributed as dist_utils
 from ..atomic_file import atomic_folder
 from ..data.batch_plan import BatchPlan
 from ..data.caption_choice import CaptionChoice
-from ..data.errors import DataError
 from ..data.image_text import ImageTextDataset, StepBatchSampler, collate_samples
 from ..data.records import read_caption_records
+from ..errors import DataError
 from ..model import LLM2CLIP, LLM2CLIPConfig
 from ..multi_encoder import needs_clip_text
 from .metrics_log import MetricsLog

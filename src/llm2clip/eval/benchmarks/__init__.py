@@ -9,7 +9,7 @@ Retrieval (`RetrievalBenchmark`: image paths, texts, text -> image index):
     jsonl, csv  any file with an image field and caption field(s)
 Classification (`ClassificationBenchmark`): ImageNet-style class folders.
 
-Every reader raises `llm2clip.data.errors.DataError` naming the file (and row/key) for a
+Every reader raises `llm2clip.errors.DataError` naming the file (and row/key) for a
 wrong format, missing images (unless skip_missing), or an empty benchmark.
 """
 from __future__ import annotations
