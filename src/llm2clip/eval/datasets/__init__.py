@@ -1,4 +1,5 @@
-"""Benchmark readers: each turns one public benchmark's real file layout into a benchmark.
+"""Benchmark dataset readers: each turns one public benchmark's real file layout into a
+benchmark. (The performance scripts are the repository's `benchmarks/`.)
 
 Retrieval (`RetrievalBenchmark`: image paths, texts, text -> image index):
     karpathy    Flickr30k / COCO Karpathy test JSON (multi-caption)
@@ -24,6 +25,7 @@ from .sharegpt4v import SHAREGPT4V_FIRST, read_sharegpt4v
 from .urban1k import read_urban1k
 from .xm3600 import read_xm3600, xm3600_languages
 
+# kind -> reader: the one list of retrieval benchmark kinds (the eval config accepts its keys)
 RETRIEVAL_READERS = {
     "karpathy": read_karpathy,
     "sharegpt4v": read_sharegpt4v,
