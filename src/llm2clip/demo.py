@@ -251,9 +251,10 @@ def step_eval(folder: Path, data: dict[str, str], baseline: dict, models: dict[s
                 texts = [r.caption_by_source()[field] for r in records]
                 if name == "baseline":
                     text_emb = model.encode_text(texts, batch_size=64)
-                    if text_emb.truncated:
+                    cut = text_emb.truncated
+                    if cut:
                         results["benchmarks"][f"emoji-{field}"]["notes"][name] = (
-                            f"{text_emb.truncated} of {len(texts)} captions truncated at {model.max_text_tokens} tokens")
+                            f"{cut} of {len(texts)} captions truncated at {model.max_text_tokens} tokens")
                 else:
                     text_emb = model.encode_text_embeddings(torch.from_numpy(store.get_many(ids, field)))
                 metrics = retrieval_metrics(image_emb, text_emb, list(range(len(records))))

@@ -80,7 +80,8 @@ class HFClipBaseline(nn.Module):
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> TextEmbeddings:
         """Texts -> normalised [N, embed_dim] rows, with how many were cut at `max_text_tokens`."""
         texts = list(texts)
-        chunks = [self.encode_tokens(**self.tokenize(texts[s:s + batch_size])) for s in range(0, len(texts), batch_size)]
+        chunks = [self.encode_tokens(**self.tokenize(texts[start:start + batch_size]))
+                  for start in range(0, len(texts), batch_size)]
         embeddings = torch.cat(chunks) if chunks else torch.empty(0, self.embed_dim)
         return TextEmbeddings.of(embeddings, count_truncated(self.tokenizer, texts, self.max_text_tokens))
 

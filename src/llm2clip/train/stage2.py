@@ -175,10 +175,9 @@ def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
 
 
 def clip_text_dim(cfg: Stage2Config, encoder, store) -> int:
-    """The width of the CLIP-T part of a concat caption encoder's embedding (the store
-    records it in its identity); an error for an LLM alone."""
-    found = store.identity.get("concat_clip_dim", 0) if store is not None else getattr(
-        getattr(encoder, "clip_text", None), "embed_dim", 0)
+    """The width of the CLIP-T part of a concat caption encoder's embedding, as its identity
+    (or the store's record of it) says; an error for an LLM alone."""
+    found = (store.identity if store is not None else encoder.identity()).get("concat_clip_dim", 0)
     if not found:
         raise ValueError(f"model.loss_terms {list(cfg.model.loss_terms)} need a concat caption encoder "
                          f"([LLM | CLIP text], made by `llm2clip concat-encoder`); {cfg.model.caption_encoder} "
