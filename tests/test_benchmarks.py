@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from llm2clip.data.errors import DataError
-from llm2clip.eval import benchmarks
+from llm2clip.eval import datasets
 from llm2clip.eval.datasets import (imagenet_wnid_class_names, load_clip_templates, load_imagenet_class_names,
                                       load_retrieval_benchmark, read_class_folder, read_csv, read_docci,
                                       read_jsonl, read_karpathy, read_sharegpt4v, read_urban1k, read_xm3600,
@@ -203,7 +203,7 @@ def sharegpt_item(i: int, caption: str | None = None) -> dict:
 
 
 def test_sharegpt4v_takes_the_first_1000(tmp_path):
-    assert benchmarks.SHAREGPT4V_FIRST == 1000
+    assert datasets.SHAREGPT4V_FIRST == 1000
     items = [sharegpt_item(i) for i in range(1003)]
     for item in items[:1000]:  # the last 3 have no image: reading them would fail
         (tmp_path / item["image"]).parent.mkdir(parents=True, exist_ok=True)
