@@ -7,7 +7,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from llm2clip.text.random_llm import save_random_llm  # noqa: E402
+from llm2clip.testing.random_llm import save_random_llm  # noqa: E402
 
 
 @pytest.fixture(scope="session")

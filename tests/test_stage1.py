@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from llm2clip.cli import main as cli_main
 from llm2clip.config import ConfigError, load_config
 from llm2clip.text import CaptionEncoder
-from llm2clip.text.random_llm import save_random_llm
+from llm2clip.testing.random_llm import save_random_llm
 from llm2clip.train import stage1 as stage1_mod
 from llm2clip.train.checkpoint import list_checkpoints
 from llm2clip.train.runtime import TrainingError

@@ -250,9 +250,8 @@ def step_eval(folder: Path, data: dict[str, str], baseline: dict, models: dict[s
             for field in STAGE2_FIELDS:
                 texts = [r.caption_by_source()[field] for r in records]
                 if name == "baseline":
-                    before = model.truncated_texts
                     text_emb = model.encode_text(texts, batch_size=64)
-                    cut = model.truncated_texts - before
+                    cut = text_emb.truncated
                     if cut:
                         results["benchmarks"][f"emoji-{field}"]["notes"][name] = (
                             f"{cut} of {len(texts)} captions truncated at {model.max_text_tokens} tokens")

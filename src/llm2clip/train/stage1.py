@@ -65,12 +65,8 @@ def run_cra(encoder: CaptionEncoder, cfg: Stage1Config) -> dict[str, Any] | None
     """Caption retrieval accuracy on the configured held-out records (main process)."""
     if not cfg.eval.cra:
         return None
-    counted = encoder.num_truncated  # evaluation captions do not count as training truncations
-    try:
-        return cra_for_encoder(encoder, cfg.eval.cra, fields=cfg.eval.cra_fields, limit=cfg.eval.cra_limit,
-                               batch_size=cfg.eval.batch_size)
-    finally:
-        encoder.num_truncated = counted
+    return cra_for_encoder(encoder, cfg.eval.cra, fields=cfg.eval.cra_fields, limit=cfg.eval.cra_limit,
+                           batch_size=cfg.eval.batch_size)
 
 
 def train_stage1(cfg: Stage1Config, resume: bool = False,

@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..choices import DEVICES, POOLINGS, PRECISIONS, SCHEDULES, WEIGHT_DTYPES
+from ..choices import DEVICES, PRECISIONS, SCHEDULES, WEIGHT_DTYPES
 from ..config import ConfigError, check_config, setting
+from ..text.pooling import POOLINGS
 from ..text.settings import LoraSettings
 
 PAPER_INSTRUCTION = "Given a caption, retrieve a similar relevant caption."
@@ -18,7 +19,7 @@ MAX_SEED = 2**32 - 1  # per-step seeds are derived from it and must stay within 
 @dataclass
 class Stage1Model:
     name: str = "smollm2-135m"  # embedded short name, HF id, or folder
-    pooling: str = setting("mean", choices=POOLINGS)
+    pooling: str = setting("mean", choices=tuple(POOLINGS))
     bidirectional: bool = True
     instruction: str | None = PAPER_INSTRUCTION
     max_length: int = setting(512, at_least=2)

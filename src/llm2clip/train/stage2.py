@@ -28,9 +28,10 @@ from .. import distributed as dist_utils
 from ..atomic_file import atomic_folder
 from ..data.batch_plan import BatchPlan
 from ..data.caption_choice import CaptionChoice
-from ..data.errors import DataError
 from ..data.image_text import ImageTextDataset, StepBatchSampler, collate_samples
 from ..data.records import read_caption_records
+from ..errors import DataError
+from ..losses import LOSSES
 from ..model import LLM2CLIP, LLM2CLIPConfig
 from ..multi_encoder import needs_clip_text
 from .metrics_log import MetricsLog
@@ -154,7 +155,7 @@ def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
     terms = list(m.loss_terms)
     config = LLM2CLIPConfig(vision=m.vision, text_dim=store.dim if store is not None else encoder.dim,
                             embed_dim=m.embed_dim, adaptor=dict(m.adaptor), logit_scale_init=m.logit_scale_init,
-                            logit_bias_init=m.logit_bias_init if cfg.train.loss == "siglip" else None,
+                            logit_bias_init=m.logit_bias_init if LOSSES[cfg.train.loss].learns_bias else None,
                             max_logit_scale=m.max_logit_scale, caption_encoder=m.caption_encoder,
                             loss_terms=terms, cat_dim=m.cat_dim,
                             clip_text_dim=clip_text_dim(cfg, encoder, store) if needs_clip_text(terms) else 0)
@@ -174,10 +175,9 @@ def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
 
 
 def clip_text_dim(cfg: Stage2Config, encoder, store) -> int:
-    """The width of the CLIP-T part of a concat caption encoder's embedding (the store
-    records it in its identity); an error for an LLM alone."""
-    found = store.identity.get("concat_clip_dim", 0) if store is not None else getattr(
-        getattr(encoder, "clip_text", None), "embed_dim", 0)
+    """The width of the CLIP-T part of a concat caption encoder's embedding, as its identity
+    (or the store's record of it) says; an error for an LLM alone."""
+    found = (store.identity if store is not None else encoder.identity()).get("concat_clip_dim", 0)
     if not found:
         raise ValueError(f"model.loss_terms {list(cfg.model.loss_terms)} need a concat caption encoder "
                          f"([LLM | CLIP text], made by `llm2clip concat-encoder`); {cfg.model.caption_encoder} "

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..choices import ADAPTOR_KINDS, DEVICES, LOSSES, MODES, PRECISIONS, SCHEDULES
+from ..adaptor import ADAPTORS
+from ..choices import DEVICES, MODES, PRECISIONS, SCHEDULES
 from ..config import ConfigError, check_config, setting
+from ..losses import LOSSES
 from ..multi_encoder import check_terms
 from .stage1_config import MAX_SEED
 
@@ -65,7 +67,7 @@ class Stage2Data:
 @dataclass
 class Stage2Train:
     mode: str = setting("offline", choices=MODES)  # the text side (Table 11)
-    loss: str = setting("clip", choices=LOSSES)
+    loss: str = setting("clip", choices=tuple(LOSSES))
     output_dir: str = "runs/stage2"
     batch_size: int = setting(128, at_least=1)  # samples per process per micro-step
     grad_accum: int = setting(1, at_least=1)
@@ -119,12 +121,10 @@ class Stage2Config:
         """model.adaptor names a kind and only options its class takes (before anything loads)."""
         import inspect
 
-        from ..adaptor import ADAPTORS
-
         options = dict(self.model.adaptor)
         kind = options.pop("kind", "mlp")
-        if kind not in ADAPTOR_KINDS:
-            raise ConfigError(f"model.adaptor.kind {kind!r} is not one of {', '.join(ADAPTOR_KINDS)}")
+        if kind not in ADAPTORS:
+            raise ConfigError(f"model.adaptor.kind {kind!r} is not one of {', '.join(ADAPTORS)}")
         accepted = list(inspect.signature(ADAPTORS[kind]).parameters)[2:]  # after in_dim, embed_dim
         unknown = sorted(set(options) - set(accepted))
         if unknown:

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from ..losses import clip_loss, siglip_loss
+from ..losses import LOSSES
 from ..model import LLM2CLIP
 
 
@@ -53,6 +53,5 @@ class Stage2Objective(nn.Module):
 
     def term_loss(self, term: str, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """One term's contrastive loss between its two spaces (image and text for Table 10's a-d)."""
-        if self.loss == "siglip":
-            return siglip_loss(first, second, self.model.scale(term), self.model.bias(term))
-        return clip_loss(first, second, self.model.scale(term))
+        loss = LOSSES[self.loss]
+        return loss.fn(first, second, self.model.scale(term), self.model.bias(term) if loss.learns_bias else None)
