@@ -76,9 +76,9 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     pixels, pixel_source = _check_pixels(model, check_images)
     embeddings, text_source = _check_embeddings(model)
     with atomic_folder(out_dir) as staging:
-        image_diff = _export_and_check(ImageSide(model), pixels, staging / IMAGE_FILE, "pixel_values",
+        image_diff = _export_and_check(ImageSide(model).eval(), pixels, staging / IMAGE_FILE, "pixel_values",
                                        "image_embeds", tolerance)
-        text_diff = _export_and_check(TextSide(model), embeddings, staging / TEXT_FILE, "caption_embeddings",
+        text_diff = _export_and_check(TextSide(model).eval(), embeddings, staging / TEXT_FILE, "caption_embeddings",
                                       "text_embeds", tolerance)
         atomic_write_text(staging / PREPROCESS_FILE, json.dumps(_preprocessing(model, Path(model_dir)), indent=2) + "\n")
         manifest = {
