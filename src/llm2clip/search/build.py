@@ -37,7 +37,7 @@ from ..embeddings.identity import canonical_json, identity_differences, identity
 from ..embeddings.store import ShardFile, StoreError, shard_name
 from ..embeddings.writer import write_shard
 from .errors import IncompleteIndexError, IndexMismatchError, SearchIndexError
-from .faiss_index import IndexKind, fill_index, index_bytes, new_index
+from .faiss_index import IndexKind, fill_index, index_bytes, new_index, training_rows
 from .models import load_model, model_identity
 from .sources import ImageRef, describe, iter_loaded, list_images
 
@@ -47,7 +47,6 @@ FORMAT = "llm2clip-image-index"
 FORMAT_VERSION = 1
 PLAN, MANIFEST = "plan.json", "index.json"
 FAISS_FILE, IMAGES_FILE, SKIPPED_FILE = "index.faiss", "images.json", "skipped.jsonl"
-_TRAINING_POINTS_PER_CELL = 256  # FAISS's own cap: more k-means points per IVF cell add nothing
 
 
 def build_index(model: str | os.PathLike, images: str | os.PathLike | Sequence, out: str | os.PathLike,
@@ -241,12 +240,10 @@ def finish_index(out: str | os.PathLike) -> Path:
 
 
 def _training_sample(shards, oks, index, kind: IndexKind, count: int) -> np.ndarray | None:
-    """IVF only: up to 256 vectors per cell, drawn with a fixed seed (the same build twice
-    gives the same index)."""
+    """IVF only: the k-means sample (`training_rows`) gathered from the shards."""
     if index.is_trained:
         return None
-    want = min(count, _TRAINING_POINTS_PER_CELL * kind.cells_for(count))
-    rows = np.sort(np.random.default_rng(0).choice(count, size=want, replace=False))
+    rows = training_rows(count, kind)
     picked, start = [], 0
     for shard, ok in zip(shards, oks):
         good = np.flatnonzero(ok)

@@ -17,6 +17,9 @@ from typing import Iterable
 import numpy as np
 
 KINDS = ("flat", "ivf", "hnsw")
+# k-means points per IVF cell: FAISS wants >= 39 and uses at most 256; 64 keeps the training
+# of a million-image index to minutes on a CPU (BENCHMARKS.md section 7 has its recall)
+TRAINING_POINTS_PER_CELL = 64
 _INSTALL = "image search needs FAISS: pip install 'llm2clip[search]' (faiss-cpu)"
 
 
@@ -36,7 +39,7 @@ class IndexKind:
     nprobe: int = 16  # ivf cells visited per query (default; `search` can override)
     hnsw_m: int = 32
     ef_search: int = 64  # hnsw candidates per query (default; `search` can override)
-    ef_construction: int = 80
+    ef_construction: int = 40  # FAISS's default
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -68,6 +71,13 @@ def new_index(kind: IndexKind, dim: int, count: int):
     if kind.kind == "hnsw":
         index.hnsw.efConstruction = kind.ef_construction
     return index
+
+
+def training_rows(count: int, kind: IndexKind) -> np.ndarray:
+    """Sorted rows of the IVF k-means sample: TRAINING_POINTS_PER_CELL per cell, drawn with a
+    fixed seed, so the same vectors always give the same index."""
+    want = min(count, TRAINING_POINTS_PER_CELL * kind.cells_for(count))
+    return np.sort(np.random.default_rng(0).choice(count, size=want, replace=False))
 
 
 def fill_index(index, chunks: Iterable[np.ndarray], training_sample: np.ndarray | None) -> None:
