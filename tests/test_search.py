@@ -238,3 +238,18 @@ def test_showcase_writes_a_gallery_and_a_contact_sheet_per_model(models, photos,
         for name in ("A", "B"):
             expected = Index.open(tmp_path / "show" / f"index-{name}").search(query, k=3)[0]
             assert result["results"][query][name] == [[h.key, round(h.score, 4)] for h in expected]
+
+
+def test_an_hf_clip_baseline_folder_indexes_and_searches_like_its_own_encoders(tiny_clip, photos, tmp_path):
+    """The original CLIP (its own text tower) on the same images, for comparison."""
+    from llm2clip.baseline import HFClipBaseline
+
+    index = Index.open(build_index(tiny_clip, photos, tmp_path / "idx", kind=IndexKind(dtype="fp32")))
+    model = HFClipBaseline.from_pretrained(tiny_clip).eval()
+    images = good_images(photos)
+    with torch.no_grad():
+        truth = (model.encode_text(["a cat and a dog"]) @ torch.cat([model.encode_image([load_image(p)])
+                                                                      for p in images]).T)[0].numpy()
+    hits = index.search("a cat and a dog", k=len(images))[0]
+    np.testing.assert_allclose([h.score for h in hits], np.sort(truth)[::-1], atol=1e-5)
+    assert hits[0].key == images[int(np.argmax(truth))].relative_to(photos).as_posix()
