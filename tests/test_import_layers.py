@@ -23,6 +23,7 @@ LAYERS = [
     {"embeddings"},  # the offline caption-embedding store
     {"eval"},  # benchmarks, metrics, reports
     {"train"},  # stage 1 (runs eval's CRA), stage 2
+    {"search", "export"},  # using a trained model: image indexes and search | ONNX export
     {"cli", "demo", "__init__", "testing"},  # the commands; `import llm2clip` loads the models lazily; test fixtures
 ]
 LAYER_OF = {unit: level for level, units in enumerate(LAYERS) for unit in units}

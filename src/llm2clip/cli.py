@@ -1,4 +1,4 @@
-"""`llm2clip` command line: stage1, embed, stage2, eval, demo."""
+"""`llm2clip` command line: stage1, embed, stage2, eval, index, search, export-onnx, demo."""
 from __future__ import annotations
 
 import argparse
@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .embeddings.cli import add_embed_parser
 
     add_embed_parser(sub)
+
+    from .search.cli import add_search_parsers
+
+    add_search_parsers(sub)  # index, search
+
+    from .export.cli import add_export_parser
+
+    add_export_parser(sub)
 
     _add_training_command(sub, "stage2", "post-train a CLIP vision tower + adaptor against the caption encoder",
                           "train.mode=online_frozen", _stage2)
