@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed as dist_utils
 from .checkpoint import list_checkpoints, load_latest, restore_rng, save_checkpoint
+from .grad_cache import average_gradients, grad_cache_step
 from .metrics_log import MetricsLog
 from .optim import build_adamw, build_schedule
 from .run_settings import RunSettings
@@ -168,19 +169,26 @@ class Training:
                 self.save(step + 1)
 
     def _accumulate(self, model, step: int) -> tuple[dict[str, float], dict[str, float], int]:
-        """Forward and backward each micro-batch of a step."""
-        accelerator, accum = self.run.accelerator, self.run.settings.grad_accum
+        """Forward and backward each micro-batch of a step (in GradCache pieces with train.micro_batch)."""
+        accelerator, t = self.run.accelerator, self.run.settings
         means: dict[str, float] = {}
         samples = 0
-        for micro in range(accum):
-            inputs, count = self.stage.micro_batch(step, step * accum + micro)
-            with nullcontext() if micro == accum - 1 else accelerator.no_sync(model):
-                outputs = model(**inputs)
-                accelerator.backward(outputs["loss"] / accum)
+        for micro in range(t.grad_accum):
+            inputs, count = self.stage.micro_batch(step, step * t.grad_accum + micro)
+            if t.micro_batch:  # outside DDP's forward: its gradients are averaged below
+                with accelerator.autocast():
+                    outputs = grad_cache_step(self.stage.objective, inputs, t.batch_size // t.micro_batch,
+                                              t.grad_accum)
+            else:
+                with nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(model):
+                    outputs = model(**inputs)
+                    accelerator.backward(outputs["loss"] / t.grad_accum)
             last = {key: value.item() for key, value in outputs.items()}
             for key, value in last.items():
-                means[key] = means.get(key, 0.0) + value / accum
+                means[key] = means.get(key, 0.0) + value / t.grad_accum
             samples += count
+        if t.micro_batch:
+            average_gradients([p for p in self.stage.objective.parameters() if p.requires_grad])
         return means, last, samples
 
 

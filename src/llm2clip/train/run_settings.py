@@ -18,6 +18,9 @@ class RunSettings:
     output_dir: str = "runs/train"
     batch_size: int = setting(32, at_least=1)  # samples (stage 1: caption pairs) per process per micro-step
     grad_accum: int = setting(1, at_least=1)  # micro-steps per optimiser step
+    # GradCache (grad_cache.py): embed each micro-step's batch in pieces of this many samples
+    # (pairs), so the contrastive batch is bounded by the loss, not by the encoder's memory
+    micro_batch: int | None = setting(None, at_least=1, null="the whole batch at once")
     epochs: int = setting(1, at_least=1)
     max_steps: int | None = setting(None, at_least=1, null="train.epochs decide")  # optimiser steps
     warmup_steps: int = setting(300, at_least=0)
@@ -28,6 +31,15 @@ class RunSettings:
     seed: int = setting(42, at_least=0, at_most=MAX_SEED)
     save_every: int = setting(100, at_least=1)
     keep_checkpoints: int = setting(2, at_least=0)  # 0 keeps every checkpoint
+
+    def check(self) -> None:
+        """What the per-field ranges cannot say."""
+        if self.micro_batch and self.batch_size % self.micro_batch:
+            raise ConfigError(f"train.micro_batch ({self.micro_batch}) must divide train.batch_size "
+                              f"({self.batch_size}): the batch is embedded in equal pieces")
+        if self.micro_batch and self.precision == "fp16":
+            raise ConfigError("train.micro_batch works in fp32 and bf16, not fp16 (its loss scaling would "
+                              "have to scale the cached gradients too)")
 
     def refuse_inside(self, key: str, folder: str) -> None:
         """The model folder the config names at `key` must not lie inside output_dir: a fresh

@@ -65,4 +65,5 @@ class Stage1Config:
 
     def validate(self) -> None:
         check_config(self)
+        self.train.check()
         self.train.refuse_inside("model.name", self.model.name)

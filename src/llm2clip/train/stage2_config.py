@@ -90,6 +90,7 @@ class Stage2Config:
 
     def validate(self) -> None:
         check_config(self)
+        self.train.check()
         self._check_adaptor()
         if bool(self.data.train) == bool(self.data.train_shards):
             raise ValueError("set exactly one of data.train (image-caption records) and data.train_shards "
