@@ -51,6 +51,15 @@ def assert_equal_to_unsplit(objective, inputs, pieces: int):
         torch.testing.assert_close(cached_out[key], plain_out[key], atol=1e-5, rtol=0, msg=key)
 
 
+def assert_same_training(run: Path, reference: Path) -> None:
+    """The same logged losses and final trained weights, within 1e-5."""
+    assert logged_losses(run) == pytest.approx(logged_losses(reference), abs=1e-5)
+    expected, found = last_checkpoint_weights(reference), last_checkpoint_weights(run)
+    assert expected.keys() == found.keys()
+    for name in expected:
+        torch.testing.assert_close(found[name], expected[name], atol=1e-5, rtol=0, msg=name)
+
+
 def stage1_objective(tiny_llama, mntp: float = 0.0, dropout: float = 0.0):
     torch.manual_seed(0)
     encoder = CaptionEncoder.from_pretrained(tiny_llama, lora={"r": 4, "alpha": 8, "dropout": dropout},
@@ -139,10 +148,7 @@ def test_training_with_micro_batches_equals_training_without(tmp_path, tiny_llam
         cfg.model.gradient_checkpointing = True
         cfg.train.micro_batch = micro
         runs[micro] = Path(train_stage1(cfg)["output_dir"])
-    assert logged_losses(runs[2]) == pytest.approx(logged_losses(runs[None]), abs=1e-5)
-    plain, pieces = last_checkpoint_weights(runs[None]), last_checkpoint_weights(runs[2])
-    for name in plain:
-        torch.testing.assert_close(pieces[name], plain[name], atol=1e-5, rtol=0)
+    assert_same_training(runs[2], runs[None])
 
 
 def test_stage2_training_with_micro_batches_equals_training_without(tmp_path, tiny_visions, stage1_folder):
@@ -152,10 +158,7 @@ def test_stage2_training_with_micro_batches_equals_training_without(tmp_path, ti
                             batch_size=9, lr_llm=1e-2)
         cfg.train.micro_batch = micro
         runs[micro] = Path(train_stage2(cfg)["output_dir"])
-    assert logged_losses(runs[3]) == pytest.approx(logged_losses(runs[None]), abs=1e-5)
-    plain, pieces = last_checkpoint_weights(runs[None]), last_checkpoint_weights(runs[3])
-    for name in plain:
-        torch.testing.assert_close(pieces[name], plain[name], atol=1e-5, rtol=0)
+    assert_same_training(runs[3], runs[None])
 
 
 class Killed(Exception):
@@ -221,8 +224,4 @@ def test_two_processes_with_micro_batches_equal_one_process_without(tmp_path, ti
         cli_under_torchrun(nproc, "stage1", "--config", str(cfg_file))
         return tmp_path / name
 
-    one, two = run(1, 8, "null", "one"), run(2, 4, "2", "two")
-    a, b = last_checkpoint_weights(one), last_checkpoint_weights(two)
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=0)
-    assert logged_losses(two) == pytest.approx(logged_losses(one), abs=1e-5)
+    assert_same_training(run(2, 4, "2", "two"), run(1, 8, "null", "one"))

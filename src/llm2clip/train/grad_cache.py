@@ -105,7 +105,6 @@ def average_gradients(params: list[torch.Tensor]) -> None:
     import torch.distributed as dist
 
     for param in params:
-        if param.grad is None:
-            param.grad = torch.zeros_like(param)
-        dist.all_reduce(param.grad)
-        param.grad.div_(world)
+        if param.grad is not None:  # every rank ran the same graph: the same parameters have one
+            dist.all_reduce(param.grad)
+            param.grad.div_(world)
