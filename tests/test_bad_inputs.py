@@ -362,12 +362,12 @@ def test_cuda_without_a_gpu_is_a_clear_error_and_the_paper_eval_config_runs_anyw
 
 
 def test_a_fresh_run_over_a_failed_one_starts_clean_logs(tmp_path, tiny_visions, stage1_folder, capsys, monkeypatch):
-    from llm2clip.train import stage2 as stage2_mod
+    from llm2clip.train import loop as loop_mod
 
     class Killed(Exception):
         pass
 
-    real_check = stage2_mod.check_finite
+    real_check = loop_mod.check_finite
 
     def crash_at_step_3(value, step, out):
         if step == 2:
@@ -376,10 +376,10 @@ def test_a_fresh_run_over_a_failed_one_starts_clean_logs(tmp_path, tiny_visions,
 
     args = stage2_args(tmp_path, tiny_visions, stage1_folder, "train.max_steps=4", "train.save_every=100",
                        "train.batch_size=9")
-    monkeypatch.setattr(stage2_mod, "check_finite", crash_at_step_3)
+    monkeypatch.setattr(loop_mod, "check_finite", crash_at_step_3)
     with pytest.raises(Killed):
         cli_main([str(a) for a in args])  # failed before its first checkpoint
-    monkeypatch.setattr(stage2_mod, "check_finite", real_check)
+    monkeypatch.setattr(loop_mod, "check_finite", real_check)
     run_dir = tmp_path / "run"
     failed_metrics = (run_dir / "metrics.jsonl").read_text()
     assert failed_metrics and (run_dir / "skipped-rank0.jsonl").exists()

@@ -12,6 +12,7 @@ from llm2clip.cli import main as cli_main
 from llm2clip.config import ConfigError, load_config
 from llm2clip.text import CaptionEncoder
 from llm2clip.testing.random_llm import save_random_llm
+from llm2clip.train import loop as loop_mod
 from llm2clip.train import stage1 as stage1_mod
 from llm2clip.train.checkpoint import list_checkpoints
 from llm2clip.train.runtime import TrainingError
@@ -71,17 +72,17 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_llama, 
         cfg.model.lora.dropout = 0.1
     train_stage1(straight)
 
-    real_check = stage1_mod.check_finite
+    real_check = loop_mod.check_finite
 
     def crash_at_step_5(value, step, out):
         if step == 4:  # 0-based: after checkpoint 4 was written and step 5's forward ran
             raise Killed()
         real_check(value, step, out)
 
-    monkeypatch.setattr(stage1_mod, "check_finite", crash_at_step_5)
+    monkeypatch.setattr(loop_mod, "check_finite", crash_at_step_5)
     with pytest.raises(Killed):
         train_stage1(crashed)
-    monkeypatch.setattr(stage1_mod, "check_finite", real_check)
+    monkeypatch.setattr(loop_mod, "check_finite", real_check)
     with pytest.raises(TrainingError, match="--resume"):
         train_stage1(crashed)  # refuses to overwrite a run with checkpoints
     train_stage1(crashed, resume=True)

@@ -83,22 +83,22 @@ class Killed(Exception):
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_visions, stage1_folder, monkeypatch):
-    from llm2clip.train import stage2 as stage2_mod
+    from llm2clip.train import loop as loop_mod
 
     straight = config(tmp_path / "a", tiny_visions, stage1_folder, mode="online_frozen", max_steps=6, save_every=2)
     crashed = config(tmp_path / "b", tiny_visions, stage1_folder, mode="online_frozen", max_steps=6, save_every=2)
     train_stage2(straight)
-    real_check = stage2_mod.check_finite
+    real_check = loop_mod.check_finite
 
     def crash_at_step_5(value, step, out):
         if step == 4:
             raise Killed()
         real_check(value, step, out)
 
-    monkeypatch.setattr(stage2_mod, "check_finite", crash_at_step_5)
+    monkeypatch.setattr(loop_mod, "check_finite", crash_at_step_5)
     with pytest.raises(Killed):
         train_stage2(crashed)
-    monkeypatch.setattr(stage2_mod, "check_finite", real_check)
+    monkeypatch.setattr(loop_mod, "check_finite", real_check)
     train_stage2(crashed, resume=True)
 
     def final(cfg):
