@@ -48,6 +48,15 @@ def stage1_folder(trained_stage1_folder):
     return trained_stage1_folder
 
 
+@pytest.fixture(scope="module")
+def fresh_stage1_folder(tiny_llama, tmp_path_factory):
+    """A fresh LoRA (B = 0): the random tiny LLM's own embeddings, which tell these
+    colours and sides apart well enough for the learning test's bar."""
+    folder = tmp_path_factory.mktemp("stage1") / "final"
+    CaptionEncoder.from_pretrained(tiny_llama, lora={"r": 4, "alpha": 8, "dropout": 0.0}).save_pretrained(folder)
+    return str(folder)
+
+
 def config(tmp_path, tiny_visions, stage1_folder, **train) -> Stage2Config:
     data, _ = write_dataset(tmp_path / "data")
     overrides = [f"model.vision={tiny_visions['clip']}", f"model.caption_encoder={stage1_folder}",
@@ -63,8 +72,8 @@ def t2i_r1(model: LLM2CLIP, rows: list[dict], root: Path) -> float:
     return retrieval_metrics(images, texts, list(range(len(rows))), ks=(1,))["t2i_R@1"]
 
 
-def test_online_frozen_training_learns_and_skips_bad_samples(tmp_path, tiny_visions, stage1_folder):
-    cfg = config(tmp_path, tiny_visions, stage1_folder, mode="online_frozen", max_steps=40, batch_size=9)
+def test_online_frozen_training_learns_and_skips_bad_samples(tmp_path, tiny_visions, fresh_stage1_folder):
+    cfg = config(tmp_path, tiny_visions, fresh_stage1_folder, mode="online_frozen", max_steps=40, batch_size=9)
     summary = train_stage2(cfg)
     run = Path(cfg.train.output_dir)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
