@@ -51,7 +51,7 @@ def scratch_copy(module: str) -> Path:
     tests, marker = MODULES[module]
     (scratch / "setup.cfg").write_text(
         "[mutmut]\n"
-        "source_paths=src/llm2clip\n"
+        "source_paths=src\n"
         f"only_mutate=src/llm2clip/{module}\n"
         "pytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in tests) +
         "pytest_add_cli_args=\n    -q\n    -p\n    no:cacheprovider\n    -m\n" f"    {marker}\n",
@@ -61,8 +61,11 @@ def scratch_copy(module: str) -> Path:
 
 def run_module(module: str, children: int) -> dict:
     scratch = scratch_copy(module)
+    # For the processes the tests launch. The trailing "/" matters: Python caches that this
+    # entry does not exist yet (mutmut creates mutants/ later), and the cache is keyed by
+    # the string, so mutmut's own sys.path entry ("…/mutants/src") must be another string.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(scratch / "mutants" / "src")}
+           "PYTHONPATH": str(scratch / "mutants" / "src") + "/"}
     mutmut = [sys.executable, "-m", "mutmut"]
     subprocess.run(mutmut + ["run", "--max-children", str(children)], cwd=scratch, env=env, check=False,
                    stdout=open(scratch / "mutmut-run.log", "w"), stderr=subprocess.STDOUT)

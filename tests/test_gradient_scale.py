@@ -65,10 +65,11 @@ def stage2_config(tmp_path: Path, tiny_visions, stage1_folder, data: Path, name:
     return load_config(Stage2Config, REPO / "configs/stage2/tiny.yaml", overrides)
 
 
-def reference_stage2(final: Path, rows: dict[str, dict], root: Path, micro_batches: list[list[str]]):
-    """(loss, gradient norm) of the mean over micro-batches of the symmetric CLIP loss
-    between the batch's images and its raw captions, from the saved model and the
-    stage-1 encoder in eval mode (what frozen means), not through the trainer."""
+def reference_stage2(final: Path, rows: dict[str, dict], root: Path, micro_batches: list[list[str]],
+                     loss_kind: str = "clip"):
+    """(loss, gradient norm) of the mean over micro-batches of the symmetric CLIP loss (or
+    the sigmoid loss) between the batch's images and its raw captions, from the saved
+    model and the stage-1 encoder in eval mode (what frozen means), not through the trainer."""
     model = LLM2CLIP.from_pretrained(final)
     encoder = model.caption_encoder
     assert encoder is not None and not encoder.training
@@ -81,8 +82,12 @@ def reference_stage2(final: Path, rows: dict[str, dict], root: Path, micro_batch
             captions = encoder.encode([rows[i]["raw_caption"] for i in ids])
         text = model.text_spaces(captions, ["llm"])["llm"]
         logits = model.logit_scale.exp() * image @ text.T
-        labels = torch.arange(len(ids))
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2 / len(micro_batches)
+        if loss_kind == "siglip":  # +1 for the pair, -1 for every other, summed, per image
+            signs = 2 * torch.eye(len(ids)) - 1
+            loss = -F.logsigmoid(signs * (logits + model.logit_bias)).sum() / len(ids) / len(micro_batches)
+        else:
+            labels = torch.arange(len(ids))
+            loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2 / len(micro_batches)
         loss.backward()
         total += loss.item()
     return total, global_norm(params)
@@ -125,13 +130,17 @@ def store(data, tiny_visions, trained_stage1_folder, tmp_path_factory):
     return str(write_store(cfg, trained_stage1_folder, tmp / "store"))
 
 
+@pytest.mark.parametrize("tower", ["clip", "siglip"])
 def test_stage2_offline_first_step_gradient_is_the_batch_losss_gradient(tmp_path, tiny_visions,
-                                                                        trained_stage1_folder, data, store):
+                                                                        trained_stage1_folder, data, store, tower):
+    """CLIP tower with the CLIP loss; SigLIP tower (its pooling head) with the sigmoid loss."""
     path, rows, root = data
-    cfg = stage2_config(tmp_path, tiny_visions, trained_stage1_folder, path, "run", mode="offline", batch_size=16)
+    cfg = stage2_config(tmp_path, tiny_visions, trained_stage1_folder, path, "run", mode="offline", batch_size=16,
+                        loss=tower)
+    cfg.model.vision = tiny_visions[tower]
     cfg.data.embeddings = store
     run = Path(train_stage2(cfg)["output_dir"])
-    assert_matches_reference(run, reference_stage2(run / "final", rows, root, [list(rows)]))
+    assert_matches_reference(run, reference_stage2(run / "final", rows, root, [list(rows)], loss_kind=tower))
 
 
 def test_stage2_online_frozen_grad_accum_2_is_the_mean_of_the_micro_batch_losses(tmp_path, tiny_visions,
