@@ -61,11 +61,12 @@ def scratch_copy(module: str) -> Path:
 
 def run_module(module: str, children: int) -> dict:
     scratch = scratch_copy(module)
-    # For the processes the tests launch. The trailing "/" matters: Python caches that this
-    # entry does not exist yet (mutmut creates mutants/ later), and the cache is keyed by
-    # the string, so mutmut's own sys.path entry ("…/mutants/src") must be another string.
+    # PYTHONPATH for the processes the tests launch. The folder must exist before mutmut
+    # starts: Python caches "no such folder" per sys.path entry, and mutmut's own entry for
+    # the mutated sources is the same string, so it would be skipped for the original code.
+    (scratch / "mutants" / "src").mkdir(parents=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(scratch / "mutants" / "src") + "/"}
+           "PYTHONPATH": str(scratch / "mutants" / "src")}
     mutmut = [sys.executable, "-m", "mutmut"]
     subprocess.run(mutmut + ["run", "--max-children", str(children)], cwd=scratch, env=env, check=False,
                    stdout=open(scratch / "mutmut-run.log", "w"), stderr=subprocess.STDOUT)

@@ -159,3 +159,29 @@ def test_resampled_shards_feed_more_processes_than_shards_with_replacement(tmp_p
     # with replacement: some epoch of some rank reads one shard twice (a sample twice in a row of 17)
     repeats = [r[e * 17:(e + 1) * 17] for r in per_rank for e in range(2)]
     assert any(len(set(epoch)) < len(epoch) for epoch in repeats)
+
+
+# ------------------------------------------------------------------ resume
+@pytest.mark.distributed
+def test_resume_under_torchrun_equals_an_uninterrupted_run(tmp_path, tiny_llama):
+    """Two processes, LoRA dropout on (each rank's RNG must replay): 2 steps, then
+    `--resume` to 4, equals 4 steps straight."""
+    from helpers import cli_under_torchrun, last_checkpoint_weights, logged_losses
+    from test_stage1 import write_records
+
+    repo = Path(__file__).resolve().parents[1]
+    data = write_records(tmp_path / "captions.jsonl")
+
+    def run(out: Path, steps: int, *extra: str) -> None:
+        sets = [f"model.name={tiny_llama}", f"data.train={data}", f"train.output_dir={out}", "model.lora.dropout=0.1",
+                f"train.max_steps={steps}", "train.save_every=2", "train.batch_size=4"]
+        cli_under_torchrun(2, "stage1", "--config", str(repo / "configs/stage1/tiny.yaml"),
+                           *[a for s in sets for a in ("--set", s)], *extra)
+
+    run(tmp_path / "straight", 4)
+    run(tmp_path / "resumed", 2)
+    run(tmp_path / "resumed", 4, "--resume")
+    assert logged_losses(tmp_path / "resumed") == pytest.approx(logged_losses(tmp_path / "straight"), abs=1e-6)
+    a, b = last_checkpoint_weights(tmp_path / "straight"), last_checkpoint_weights(tmp_path / "resumed")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0)

@@ -120,6 +120,7 @@ def test_the_shuffle_buffer_changes_the_batches_every_epoch_and_follows_the_seed
     assert batches(0, 12) == shuffled and batches(1, 12) != shuffled  # a function of the seed
 
 
+@pytest.mark.slow
 def test_stage2_streams_shards_and_resume_equals_no_resume(tmp_path, tiny_visions, stage1_folder, monkeypatch):
     from llm2clip.train import stage2 as stage2_mod
 
