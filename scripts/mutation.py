@@ -54,7 +54,10 @@ def scratch_copy(module: str) -> Path:
         "source_paths=src\n"
         f"only_mutate=src/llm2clip/{module}\n"
         "pytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in tests) +
-        "pytest_add_cli_args=\n    -q\n    -p\n    no:cacheprovider\n    -m\n" f"    {marker}\n",
+        "pytest_add_cli_args=\n    -q\n    -p\n    no:cacheprovider\n    -m\n" f"    {marker}\n"
+        # a mutant times out at 15 x its tests' time + this many seconds: on a shared 2-core
+        # machine a 0.1 s test can take seconds, which would count as a time-out, not a kill
+        "timeout_constant=60\n",
         encoding="utf-8")
     return scratch
 

@@ -165,7 +165,8 @@ def test_resampled_shards_feed_more_processes_than_shards_with_replacement(tmp_p
 @pytest.mark.distributed
 def test_resume_under_torchrun_equals_an_uninterrupted_run(tmp_path, tiny_llama):
     """Two processes, LoRA dropout on (each rank's RNG must replay): 2 steps, then
-    `--resume` to 4, equals 4 steps straight."""
+    `--resume` to 4, equals 4 steps straight. A constant learning rate: with a decaying
+    schedule a 2-step run is not the first half of a 4-step one."""
     from helpers import cli_under_torchrun, last_checkpoint_weights, logged_losses
     from test_stage1 import write_records
 
@@ -174,7 +175,8 @@ def test_resume_under_torchrun_equals_an_uninterrupted_run(tmp_path, tiny_llama)
 
     def run(out: Path, steps: int, *extra: str) -> None:
         sets = [f"model.name={tiny_llama}", f"data.train={data}", f"train.output_dir={out}", "model.lora.dropout=0.1",
-                f"train.max_steps={steps}", "train.save_every=2", "train.batch_size=4"]
+                f"train.max_steps={steps}", "train.save_every=2", "train.batch_size=4",
+                "train.schedule=constant", "train.warmup_steps=0"]
         cli_under_torchrun(2, "stage1", "--config", str(repo / "configs/stage1/tiny.yaml"),
                            *[a for s in sets for a in ("--set", s)], *extra)
 
