@@ -57,7 +57,7 @@ def scratch_copy(module: str) -> Path:
         "pytest_add_cli_args=\n    -q\n    -p\n    no:cacheprovider\n    -m\n" f"    {marker}\n"
         # a mutant times out at 15 x its tests' time + this many seconds: on a shared 2-core
         # machine a 0.1 s test can take seconds, which would count as a time-out, not a kill
-        "timeout_constant=60\n",
+        "timeout_constant=20\n",
         encoding="utf-8")
     return scratch
 
@@ -68,8 +68,11 @@ def run_module(module: str, children: int) -> dict:
     # starts: Python caches "no such folder" per sys.path entry, and mutmut's own entry for
     # the mutated sources is the same string, so it would be skipped for the original code.
     (scratch / "mutants" / "src").mkdir(parents=True)
+    # One thread: mutmut forks a worker per mutant, and a forked child of a process whose
+    # OpenMP pool is running can deadlock in torch's first parallel op (every mutant would
+    # then "time out").
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(scratch / "mutants" / "src")}
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(scratch / "mutants" / "src")}
     mutmut = [sys.executable, "-m", "mutmut"]
     subprocess.run(mutmut + ["run", "--max-children", str(children)], cwd=scratch, env=env, check=False,
                    stdout=open(scratch / "mutmut-run.log", "w"), stderr=subprocess.STDOUT)
