@@ -273,6 +273,13 @@ STAGE1_BAD = [
     ("model.pooling=max", "model.pooling"),
     ("model.lora.r=0", "model.lora.r"),
     ("data.text_pair_ratio=1.5", "data.text_pair_ratio"),
+    # wrong types: a word for a number, a number for a list, a list for a mapping, a word for a bool
+    ("train.batch_size=eight", "train.batch_size"),
+    ("train.batch_size=2.5", "train.batch_size"),
+    ("train.lr=fast", "train.lr"),
+    ("data.caption_fields=5", "data.caption_fields"),
+    ("model.lora=[1, 2]", "model.lora"),
+    ("train.save_merged=perhaps", "train.save_merged"),
 ]
 STAGE2_BAD = [
     ("model.embed_dim=-4", "model.embed_dim"),
@@ -288,6 +295,10 @@ STAGE2_BAD = [
     ("data.dense_ratio=-0.5", "data.dense_ratio"),
     ("data.shuffle_buffer=-1", "data.shuffle_buffer"),
     ("train.layer_decay=0", "train.layer_decay"),
+    ("train.grad_accum=two", "train.grad_accum"),
+    ("data.real_fields=7", "data.real_fields"),
+    ("model.cache_image_features=perhaps", "model.cache_image_features"),
+    ("train.lr_vision=[1e-5]", "train.lr_vision"),
 ]
 
 

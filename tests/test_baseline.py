@@ -73,6 +73,7 @@ def colour_set(tmp_path_factory):
     return paths, captions
 
 
+@pytest.mark.slow
 def test_dual_encoder_learns_to_align_and_round_trips(tiny_visions, colour_set, tmp_path):
     paths, captions = colour_set
     torch.manual_seed(0)

@@ -48,6 +48,7 @@ def tiny_config(tmp_path: Path, model: str, **train) -> Stage1Config:
     return load_config(Stage1Config, REPO / "configs/stage1/tiny.yaml", overrides)
 
 
+@pytest.mark.slow
 def test_training_raises_caption_retrieval_accuracy(tmp_path, tiny_llama):
     cfg = tiny_config(tmp_path, tiny_llama, max_steps=40, lr=1e-2, batch_size=8, warmup_steps=2, temperature=0.1)
     summary = train_stage1(cfg)
@@ -64,6 +65,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_llama, monkeypatch):
     # dropout on: the resumed run must also replay the random numbers
     straight = tiny_config(tmp_path / "a", tiny_llama, max_steps=6, save_every=2)
