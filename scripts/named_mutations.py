@@ -19,7 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE2 = "src/llm2clip/train/stage2.py"
-STAGE1 = "src/llm2clip/train/stage1.py"
+LOOP = "src/llm2clip/train/loop.py"
+GRAD_CACHE = "src/llm2clip/train/grad_cache.py"
 SCALE = "tests/test_gradient_scale.py::"
 
 
@@ -34,17 +35,20 @@ class Mutation:
 
 
 MUTATIONS = [
-    Mutation("doubled_loss_stage2", STAGE2, 'accelerator.backward(result["loss"] / t.grad_accum)',
-             'accelerator.backward(2 * result["loss"] / t.grad_accum)',
-             [SCALE + "test_stage2_offline_first_step_gradient_is_the_batch_losss_gradient"]),
-    Mutation("doubled_loss_stage1", STAGE1, 'accelerator.backward(out_losses["loss"] / t.grad_accum)',
-             'accelerator.backward(2 * out_losses["loss"] / t.grad_accum)',
-             [SCALE + "test_stage1_grad_accum_2_is_the_mean_of_the_micro_batch_losses"]),
-    Mutation("loss_not_divided_by_grad_accum", STAGE2, 'accelerator.backward(result["loss"] / t.grad_accum)',
-             'accelerator.backward(result["loss"])',
+    # One training loop serves both stages (train/loop.py): a mutation of its step is seen by
+    # the tests of both stages.
+    Mutation("doubled_loss", LOOP, 'accelerator.backward(outputs["loss"] / t.grad_accum)',
+             'accelerator.backward(2 * outputs["loss"] / t.grad_accum)',
+             [SCALE + "test_stage2_offline_first_step_gradient_is_the_batch_losss_gradient",
+              SCALE + "test_stage1_grad_accum_2_is_the_mean_of_the_micro_batch_losses"]),
+    Mutation("doubled_loss_micro_batched", GRAD_CACHE, '(outputs["loss"] / divisor).backward()',
+             '(2 * outputs["loss"] / divisor).backward()',
+             ["tests/test_grad_cache.py::test_training_with_micro_batches_equals_training_without"]),
+    Mutation("loss_not_divided_by_grad_accum", LOOP, 'accelerator.backward(outputs["loss"] / t.grad_accum)',
+             'accelerator.backward(outputs["loss"])',
              [SCALE + "test_stage2_online_frozen_grad_accum_2_is_the_mean_of_the_micro_batch_losses"]),
-    Mutation("loss_scaled_by_world_size", STAGE2, 'accelerator.backward(result["loss"] / t.grad_accum)',
-             'accelerator.backward(result["loss"] * accelerator.num_processes / t.grad_accum)',
+    Mutation("loss_scaled_by_world_size", LOOP, 'accelerator.backward(outputs["loss"] / t.grad_accum)',
+             'accelerator.backward(outputs["loss"] * accelerator.num_processes / t.grad_accum)',
              [SCALE + "test_stage2_two_processes_with_grad_accum_2_give_the_single_process_gradient[offline]"]),
     Mutation("dropped_adapter", STAGE2,
              'encoder = load_caption_encoder(cfg.model.caption_encoder, precision="fp32")\n',
@@ -58,19 +62,16 @@ MUTATIONS = [
              [SCALE + "test_stage2_online_frozen_grad_accum_2_is_the_mean_of_the_micro_batch_losses",
               "tests/test_stage2.py::test_offline_training_equals_online_frozen_training"]),
     # every micro-step under no_sync: each rank steps on its own gradient
-    Mutation("lost_sync_stage2", STAGE2,
-             "sync = nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(prepared)",
-             "sync = accelerator.no_sync(prepared)",
-             [SCALE + "test_stage2_two_processes_with_grad_accum_2_give_the_single_process_gradient[offline]"]),
-    Mutation("lost_sync_stage1", STAGE1,
-             "sync = nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(model)",
-             "sync = accelerator.no_sync(model)",
-             [SCALE + "test_stage1_two_processes_with_grad_accum_2_give_the_single_process_gradient"]),
+    Mutation("lost_sync", LOOP,
+             "with nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(model):",
+             "with accelerator.no_sync(model):",
+             [SCALE + "test_stage2_two_processes_with_grad_accum_2_give_the_single_process_gradient[offline]",
+              SCALE + "test_stage1_two_processes_with_grad_accum_2_give_the_single_process_gradient"]),
     # no_sync dropped altogether: DDP all-reduces after every micro-step, and the mean of
     # sums equals the sum of means, so the gradient is the same (only slower)
-    Mutation("no_sync_removed", STAGE2,
-             "sync = nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(prepared)",
-             "sync = nullcontext()",
+    Mutation("no_sync_removed", LOOP,
+             "with nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(model):",
+             "with nullcontext():",
              [SCALE + "test_stage2_two_processes_with_grad_accum_2_give_the_single_process_gradient[offline]"],
              equivalent=True),
     Mutation("pruned_newest_checkpoint", "src/llm2clip/train/checkpoint.py",
