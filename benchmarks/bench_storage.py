@@ -42,7 +42,7 @@ def main() -> None:
     from llm2clip.embeddings import EmbeddingStore, write_embedding_store
     from llm2clip.embeddings.quantize import INT8_MAX
     from llm2clip.eval.retrieval import retrieval_metrics
-    from llm2clip.text import CaptionEncoder
+    from llm2clip.text import CaptionEncoder, TextEmbeddings
 
     root = Path(tempfile.mkdtemp(prefix="bench-storage-"))
     device = bc.pick_device(args.device)
@@ -50,7 +50,9 @@ def main() -> None:
     records = caption_records(make_split(args.train_scenes, args.test_scenes)[1], fields=FIELDS)
     texts = [c for r in records for c in r.captions]
     exact = dict(zip(texts, encoder.encode(texts, batch_size=args.batch_size)))
-    encoder.encode = lambda captions, batch_size=32, show_progress=False: torch.stack([exact[c] for c in captions])
+    # later writes serve these rows (an encode result: rows + how many were cut; the real call logged its cuts)
+    encoder.encode = lambda captions, batch_size=32, show_progress=False: TextEmbeddings.of(
+        torch.stack([exact[c] for c in captions]), 0)
 
     def cra(first: torch.Tensor, second: torch.Tensor) -> dict[str, float]:
         m = retrieval_metrics(second, first, list(range(len(first))), ks=(1,))  # caption 1 -> caption 2 = "t2i"

@@ -63,10 +63,11 @@ def make_records(n: int, seed: int = 0):
 
 def write_store(records, out: Path, llm: str) -> Path:
     from llm2clip.embeddings import write_embedding_store
-    from llm2clip.text import CaptionEncoder
+    from llm2clip.text import CaptionEncoder, TextEmbeddings
 
     encoder = CaptionEncoder.from_pretrained(llm, precision="fp32")
-    encoder.encode = lambda captions, batch_size=64, show_progress=False: torch.zeros(len(captions), encoder.dim)
+    encoder.encode = lambda captions, batch_size=64, show_progress=False: TextEmbeddings.of(  # rows, none cut
+        torch.zeros(len(captions), encoder.dim), 0)
     return write_embedding_store(encoder, records, out, dtype="fp16", shard_size=65_536, batch_size=4096)
 
 
