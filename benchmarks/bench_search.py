@@ -24,6 +24,7 @@ what the query costs on a free one.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -123,8 +124,6 @@ def main() -> None:
     parser.add_argument("--child")
     args = parser.parse_args()
     if args.child:
-        import json
-
         child(json.loads(args.child))
         return
     if args.quick:
@@ -137,6 +136,7 @@ def main() -> None:
             kind, sweeps = KINDS[name]
             print(f"{name} ...", file=sys.stderr, flush=True)
             results[name] = bc.run_child(__file__, {**common, "name": name, "kind": kind, "sweeps": sweeps, "tmp": tmp})
+            print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)  # kept if a later kind fails
     rows = []
     for name, result in results.items():
         for k, run in enumerate(result["runs"]):
