@@ -52,6 +52,7 @@ def scratch_copy(module: str) -> Path:
     (scratch / "setup.cfg").write_text(
         "[mutmut]\n"
         "source_paths=src\n"
+        "also_copy=\n    configs\n"  # the tests read configs/stage*/tiny.yaml
         f"only_mutate=src/llm2clip/{module}\n"
         "pytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in tests) +
         "pytest_add_cli_args=\n    -q\n    -p\n    no:cacheprovider\n    -m\n" f"    {marker}\n"
