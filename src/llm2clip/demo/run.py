@@ -26,14 +26,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic_file import atomic_write_text
-from .config import load_config, packaged_config
+from ..atomic_file import atomic_write_text
+from ..config import load_config, packaged_config
+from .evaluation import MODELS, STAGE2_FIELDS, evaluate_demo
 
 log = logging.getLogger("llm2clip.demo")
 
 STAGE1_FIELDS = ("short", "short_alt", "spatial")  # CRA pairs captions 1 and 2
-STAGE2_FIELDS = ("short", "long")  # real (short) vs dense (long) caption, 50 % each
-MODELS = ("baseline", "llm2clip", "llm2clip_raw_llm")
 
 
 @dataclass
@@ -72,7 +71,7 @@ def run_demo(out: str | os.PathLike, fast: bool = False) -> dict:
     stage1 = timed("stage1", step_stage1, out / "stage1", data, size)
     stores = timed("embed", step_embed, out / "embeddings", data, stage1["encoder"])
     models = timed("stage2", step_stage2, out / "stage2", data, stores, size)
-    evaluation = timed("eval", step_eval, out / "eval", data, baseline, models, stores)
+    evaluation = timed("eval", evaluate_demo, out / "eval", data, baseline, models, stores)
     # summary.json holds what the run measured, with paths relative to `out`, so two runs
     # from fresh folders write the same file; the wall-clock times go to timings.json
     summary = {"fast": fast, "size": asdict(size), "stage1": _relative(stage1, out), "eval": _relative(evaluation, out)}
@@ -87,7 +86,8 @@ def run_demo(out: str | os.PathLike, fast: bool = False) -> dict:
 def step_data(folder: Path, size: DemoSize) -> dict[str, str]:
     """Caption records (JSONL): all training scenes for stage 1, the first n_stage2 of them
     with images for the baseline and stage 2, and the test scenes with images."""
-    from .data.emoji_scenes import make_split, write_image_dataset
+    from .rendering import write_image_dataset
+    from .scenes import make_split
 
     files = {"train": folder / "train_captions.jsonl", "stage2": folder / "stage2_train.jsonl",
              "test": folder / "test_captions.jsonl"}
@@ -117,7 +117,7 @@ def _row(scene, with_image: bool) -> dict:
 def step_baseline(folder: Path, data: dict[str, str], size: DemoSize) -> dict:
     """EfficientNet-Lite0 + MiniLM (text cut at 77 tokens) aligned on the stage-2 scenes,
     each image paired with its short and its long caption, as CLIP pretraining would."""
-    from .baseline import train_demo_baseline
+    from ..baseline import train_demo_baseline
 
     if (folder / "dual_encoder.json").is_file():
         log.info("baseline: reusing %s", folder)
@@ -129,8 +129,8 @@ def step_baseline(folder: Path, data: dict[str, str], size: DemoSize) -> dict:
 # ------------------------------------------------------------------ 3. stage 1
 def step_stage1(folder: Path, data: dict[str, str], size: DemoSize) -> dict:
     """Fine-tune the embedded LLM; CRA before/after on held-out captions 1 and 2."""
-    from .train.checkpoint import list_checkpoints
-    from .train.stage1 import train_stage1
+    from ..train.checkpoint import list_checkpoints
+    from ..train.stage1 import train_stage1
 
     result_file = folder / "cra.json"
     if result_file.is_file() and (folder / "final" / "caption_encoder.json").is_file():
@@ -143,7 +143,7 @@ def step_stage1(folder: Path, data: dict[str, str], size: DemoSize) -> dict:
 
 
 def stage1_config(folder: Path, data: dict[str, str], size: DemoSize):
-    from .train.stage1_config import Stage1Config
+    from ..train.stage1_config import Stage1Config
 
     fields = "[" + ", ".join(STAGE1_FIELDS) + "]"
     return load_config(Stage1Config, packaged_config("stage1/demo.yaml"), [
@@ -162,10 +162,10 @@ def step_embed(folder: Path, data: dict[str, str], tuned_encoder: str) -> dict[s
     whose B matrices are zero (peft's initialisation), i.e. exactly the raw LLM, saved
     in the small adapter format so it has a folder and an identity like the tuned one.
     """
-    from .data.records import read_caption_records
-    from .embeddings import write_embedding_store
-    from .text import CaptionEncoder
-    from .train.stage1 import load_encoder
+    from ..data.records import read_caption_records
+    from ..embeddings import write_embedding_store
+    from ..text import CaptionEncoder
+    from ..train.stage1 import load_encoder
 
     raw_folder = folder / "raw_llm_encoder"
     if not (raw_folder / "caption_encoder.json").is_file():
@@ -191,9 +191,9 @@ def step_embed(folder: Path, data: dict[str, str], tuned_encoder: str) -> dict[s
 
 # ------------------------------------------------------------------ 5. stage 2
 def step_stage2(folder: Path, data: dict[str, str], stores: dict[str, dict[str, str]], size: DemoSize) -> dict:
-    from .train.checkpoint import list_checkpoints
-    from .train.stage2 import train_stage2
-    from .train.stage2_config import Stage2Config
+    from ..train.checkpoint import list_checkpoints
+    from ..train.stage2 import train_stage2
+    from ..train.stage2_config import Stage2Config
 
     models = {}
     for name, store in stores.items():
@@ -211,57 +211,6 @@ def step_stage2(folder: Path, data: dict[str, str], stores: dict[str, dict[str, 
         summary = train_stage2(cfg, resume=bool(list_checkpoints(run / "checkpoints")))
         models[name] = summary["model"]
     return models
-
-
-# ------------------------------------------------------------------ 6. eval
-def step_eval(folder: Path, data: dict[str, str], baseline: dict, models: dict[str, str],
-              stores: dict[str, dict[str, str]]) -> dict:
-    """Short- and long-caption retrieval on the test scenes for the three models.
-
-    LLM2CLIP's caption embeddings come from the store written in step 4 (the test
-    captions were embedded there once), so the LLM does not run again here.
-    """
-    import torch
-
-    from .baseline import DualEncoder
-    from .data.records import read_caption_records
-    from .embeddings import EmbeddingStore
-    from .eval.models import encode_images
-    from .eval.report import write_report
-    from .eval.retrieval import retrieval_metrics
-    from .model import LLM2CLIP
-
-    records = read_caption_records(data["test"], caption_fields=list(STAGE2_FIELDS))[0]
-    root = Path(data["test"]).parent
-    images = [root / r.image for r in records]
-    ids = [r.id for r in records]
-    results: dict = {"models": list(MODELS), "benchmarks": {
-        f"emoji-{field}": {"kind": "retrieval", "language": None, "results": {}, "notes": {}}
-        for field in STAGE2_FIELDS}}
-    with torch.no_grad():
-        for name in MODELS:
-            if name == "baseline":
-                model = DualEncoder.from_pretrained(baseline["model"]).eval()
-            else:
-                model = LLM2CLIP.from_pretrained(models[name], load_caption_encoder=False).eval()
-                # the test captions must be the texts that were embedded (embeddings/alignment.py)
-                store = EmbeddingStore.open(stores[name]["store"], records=records, field_names=list(STAGE2_FIELDS))
-            image_emb = encode_images(model, images, batch_size=32, desc=f"{name} images")
-            for field in STAGE2_FIELDS:
-                texts = [r.caption_by_source()[field] for r in records]
-                if name == "baseline":
-                    before = model.truncated_texts
-                    text_emb = model.encode_text(texts, batch_size=64)
-                    cut = model.truncated_texts - before
-                    if cut:
-                        results["benchmarks"][f"emoji-{field}"]["notes"][name] = (
-                            f"{cut} of {len(texts)} captions truncated at {model.max_text_tokens} tokens")
-                else:
-                    text_emb = model.encode_text_embeddings(torch.from_numpy(store.get_many(ids, field)))
-                metrics = retrieval_metrics(image_emb, text_emb, list(range(len(records))))
-                results["benchmarks"][f"emoji-{field}"]["results"][name] = metrics
-    files = write_report(results, folder)
-    return {"results": results["benchmarks"], "files": {k: str(v) for k, v in files.items()}}
 
 
 # ------------------------------------------------------------------ summary
