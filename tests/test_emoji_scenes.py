@@ -207,3 +207,34 @@ def test_write_image_dataset_is_readable_and_resumable(scenes, tmp_path):
     assert second.exists() and len(list((tmp_path / "images").iterdir())) == 5
     assert len(index.read_text(encoding="utf-8").splitlines()) == 5
     assert all(re.fullmatch(r"scene-\d{5}\.png", p.name) for p in (tmp_path / "images").iterdir())
+
+
+# ---- near-duplicate families -------------------------------------------------------------
+
+def test_near_duplicate_families_differ_only_past_77_tokens():
+    """Urban-1k's property: a family's walk captions are the same in MiniLM's first 77
+    tokens (what the baseline reads) and all differ in full; the scenes differ in exactly
+    one emoji, at the same position, from the fourth object on."""
+    from transformers import AutoTokenizer
+
+    from llm2clip.baseline.text_tower import embedded_minilm_path
+    from llm2clip.demo import near_duplicates as nd
+
+    scenes = nd.make_families(40, seed=5, prefix="fam")
+    assert nd.make_families(40, seed=5, prefix="fam") == scenes  # a pure function
+    assert [s.id for s in scenes[:5]] == ["fam-0000-0", "fam-0000-1", "fam-0000-2", "fam-0000-3", "fam-0001-0"]
+    assert len({frozenset(s.emojis) for s in scenes}) == len(scenes)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_minilm_path())
+    for family in nd.families_of(scenes):
+        assert len(family) == nd.FAMILY_SIZE
+        base = family[0]
+        assert nd.OBJECTS[0] <= len(base.emojis) <= nd.OBJECTS[1]
+        changed = {i for s in family[1:] for i, (a, b) in enumerate(zip(base.emojis, s.emojis)) if a != b}
+        assert len(changed) == 1 and min(changed) >= nd.FIRST_CHANGED
+        assert all((s.layout, s.sizes, s.background) == (base.layout, base.sizes, base.background) for s in family)
+        walks = [s.captions[nd.NEAR_DUPLICATE_FIELD] for s in family]
+        assert nd.window_identical(tokenizer, walks, 77) == (True, True), walks
+        for s, walk in zip(family, walks):  # the walk names every object
+            assert all(name in walk for name in s.names)
+    other = nd.make_families(5, seed=6, prefix="x", exclude=frozenset(frozenset(s.emojis) for s in scenes))
+    assert not {frozenset(s.emojis) for s in other} & {frozenset(s.emojis) for s in scenes}

@@ -62,7 +62,7 @@ def _relation(a: tuple[int, int], b: tuple[int, int]) -> str:
 
 
 def scene_captions(scene: EmojiScene, rng: random.Random) -> dict[str, str]:
-    """All caption fields of a scene: short, short_alt, spatial, dense, long, short_<lang>."""
+    """All caption fields of a scene: short, short_alt, spatial, dense, long, walk, short_<lang>."""
     placed = [f"{_with_article(n)} {_position(c)}" for n, c in zip(scene.names, scene.layout)]
     captions = {
         "short": _join([_with_article(n) for n in scene.names]),
@@ -76,6 +76,9 @@ def scene_captions(scene: EmojiScene, rng: random.Random) -> dict[str, str]:
     # still past CLIP's 77) and drops the kinds, counts and closing: the demo's
     # long-caption field, a third the cost of `dense` for the CPU-bound LLM.
     captions["long"] = " ".join(sentences["intro"] + sentences["objects"] + sentences["relations"])
+    # The walk goes through the objects in reading order and stops: the near-duplicate
+    # benchmark's caption (near_duplicates.py), where what tells scenes apart comes late.
+    captions["walk"] = " ".join(sentences["intro"] + sentences["objects"])
     for lang in LANGUAGES:
         names = [emoji_info(e).names[lang] for e in scene.emojis]
         captions[f"short_{lang}"] = _localized_short(names, lang)
@@ -135,7 +138,7 @@ _CLOSING = (
     "There is no text, no border and nothing else in the picture besides these emoji.",
     "Apart from these emoji the image is empty, with no text, frame or shading.",
 )
-_ORDINALS = ("first", "second", "third", "fourth")
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth")
 
 
 def _verbs(name: str) -> dict[str, str]:

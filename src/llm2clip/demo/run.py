@@ -23,34 +23,25 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from ..atomic_file import atomic_write_text
 from ..config import load_config, packaged_config
-from .evaluation import MODELS, STAGE2_FIELDS, evaluate_demo
+from .dataset import MULTILINGUAL_FIELDS, step_data
+from .evaluation import MODELS, STAGE2_FIELDS, evaluate_demo, evaluate_stage1
+from .near_duplicates import NEAR_DUPLICATE_FIELD
+from .sizes import FAST, FULL, DemoSize
+from .summary import render_summary
 
 log = logging.getLogger("llm2clip.demo")
 
 STAGE1_FIELDS = ("short", "short_alt", "spatial")  # CRA pairs captions 1 and 2
-
-
-@dataclass
-class DemoSize:
-    n_train: int  # scenes whose captions train stage 1
-    n_test: int  # held-out scenes: CRA and retrieval
-    n_stage2: int  # the first n_stage2 training scenes, with images, train the baseline and stage 2
-    stage1_steps: int
-    stage1_batch: int
-    stage2_epochs: int
-    stage2_batch: int
-    baseline_steps: int
-
-
-FULL = DemoSize(n_train=1200, n_test=200, n_stage2=256, stage1_steps=12, stage1_batch=32,
-                stage2_epochs=75, stage2_batch=64, baseline_steps=300)
-FAST = DemoSize(n_train=48, n_test=16, n_stage2=16, stage1_steps=2, stage1_batch=8,
-                stage2_epochs=10, stage2_batch=8, baseline_steps=20)
+# (data file, caption fields) embedded once per caption encoder: stage 2's pairs and every
+# caption the evaluation retrieves with
+EMBEDDED_CAPTIONS = (("stage2", STAGE2_FIELDS), ("val", STAGE2_FIELDS), ("test", STAGE2_FIELDS),
+                     ("neardup_val", (NEAR_DUPLICATE_FIELD,)), ("neardup_test", (NEAR_DUPLICATE_FIELD,)),
+                     ("multilingual_test", MULTILINGUAL_FIELDS))
 
 
 def run_demo(out: str | os.PathLike, fast: bool = False) -> dict:
@@ -71,46 +62,17 @@ def run_demo(out: str | os.PathLike, fast: bool = False) -> dict:
     stage1 = timed("stage1", step_stage1, out / "stage1", data, size)
     stores = timed("embed", step_embed, out / "embeddings", data, stage1["encoder"])
     models = timed("stage2", step_stage2, out / "stage2", data, stores, size)
+    stage1["eval"] = timed("eval_stage1", evaluate_stage1, out / "eval" / "stage1", data, stores)
     evaluation = timed("eval", evaluate_demo, out / "eval", data, baseline, models, stores)
     # summary.json holds what the run measured, with paths relative to `out`, so two runs
     # from fresh folders write the same file; the wall-clock times go to timings.json
-    summary = {"fast": fast, "size": asdict(size), "stage1": _relative(stage1, out), "eval": _relative(evaluation, out)}
+    summary = {"fast": fast, "size": asdict(size), "data": _construction(data),
+               "stage1": _relative(stage1, out), "eval": _relative(evaluation, out)}
     _write_json(out / "summary.json", summary)
     times = {"minutes": timings, "total_minutes": round((time.perf_counter() - began) / 60, 2)}
     _write_json(out / "timings.json", times)
     print(render_summary({**summary, **times}))
     return {**summary, **times}
-
-
-# ------------------------------------------------------------------ 1. data
-def step_data(folder: Path, size: DemoSize) -> dict[str, str]:
-    """Caption records (JSONL): all training scenes for stage 1, the first n_stage2 of them
-    with images for the baseline and stage 2, and the test scenes with images."""
-    from .rendering import write_image_dataset
-    from .scenes import make_split
-
-    files = {"train": folder / "train_captions.jsonl", "stage2": folder / "stage2_train.jsonl",
-             "test": folder / "test_captions.jsonl"}
-    if all(f.is_file() for f in files.values()):
-        log.info("data: reusing %s", folder)
-        return {k: str(v) for k, v in files.items()}
-    train, test = make_split(size.n_train, size.n_test, seed=0)
-    write_image_dataset(train[:size.n_stage2] + test, folder)  # PNGs under folder/images/
-    rows = {name: [_row(s, with_image=name != "train") for s in scenes]
-            for name, scenes in (("train", train), ("stage2", train[:size.n_stage2]), ("test", test))}
-    for name, path in files.items():
-        _write_jsonl(path, rows[name])
-    (folder / "captions.jsonl").unlink(missing_ok=True)  # write_image_dataset's index: superseded
-    log.info("data: %d train scenes (%d with images for stage 2) and %d test scenes in %s",
-             len(train), size.n_stage2, len(test), folder)
-    return {k: str(v) for k, v in files.items()}
-
-
-def _row(scene, with_image: bool) -> dict:
-    row = {"id": scene.id, **scene.captions}
-    if with_image:
-        row["image"] = f"images/{scene.id}.png"
-    return row
 
 
 # ------------------------------------------------------------------ 2. baseline
@@ -150,7 +112,8 @@ def stage1_config(folder: Path, data: dict[str, str], size: DemoSize):
         f"data.train={data['train']}", f"data.caption_fields={fields}",
         f"eval.cra={data['test']}", f"eval.cra_fields={fields}",
         f"train.output_dir={folder}", f"train.max_steps={size.stage1_steps}",
-        f"train.batch_size={size.stage1_batch}",
+        f"train.batch_size={size.stage1_batch}", f"data.text_pairs={data['wordnet_train']}",
+        f"data.text_pair_ratio={size.text_pair_ratio}",
     ])
 
 
@@ -172,14 +135,14 @@ def step_embed(folder: Path, data: dict[str, str], tuned_encoder: str) -> dict[s
         cfg = stage1_config(folder, data, FAST)
         load_encoder(cfg).save_pretrained(raw_folder)
     records = []
-    for split in ("stage2", "test"):
-        records += read_caption_records(data[split], caption_fields=list(STAGE2_FIELDS))[0]
+    for split, fields in EMBEDDED_CAPTIONS:
+        records += read_caption_records(data[split], caption_fields=list(fields))[0]
     stores = {}
     for name, encoder_dir in (("llm2clip", tuned_encoder), ("llm2clip_raw_llm", str(raw_folder))):
         store = folder / name
         if not (store / "store.json").is_file():
             encoder = CaptionEncoder.from_pretrained(encoder_dir, precision="fp32").requires_grad_(False).eval()
-            log.info("embed: %d captions with %s", 2 * len(records), encoder_dir)
+            log.info("embed: %d captions with %s", sum(len(r.captions) for r in records), encoder_dir)
             write_embedding_store(encoder, records, store, dtype="fp16", shard_size=256, batch_size=16,
                                   show_progress=True)
             del encoder
@@ -214,36 +177,8 @@ def step_stage2(folder: Path, data: dict[str, str], stores: dict[str, dict[str, 
 
 
 # ------------------------------------------------------------------ summary
-def render_summary(summary: dict) -> str:
-    cra = summary["stage1"]["cra"]
-    lines = [
-        "",
-        "LLM2CLIP demo" + (" (--fast)" if summary["fast"] else ""),
-        "Stage 1: caption retrieval accuracy on held-out scenes (caption 1 -> caption 2)",
-        "| model | CRA top-1 | CRA top-5 |",
-        "|---|---|---|",
-        f"| SmolLM2-135M, raw | {cra['before']['top1']:.1f} | {cra['before']['top5']:.1f} |",
-        f"| SmolLM2-135M, after stage 1 | {cra['after']['top1']:.1f} | {cra['after']['top5']:.1f} |",
-        "",
-        f"Retrieval on {cra['after']['n']} held-out scenes (R@1, image->text / text->image)",
-        "| model | short I2T | short T2I | long I2T | long T2I |",
-        "|---|---|---|---|---|",
-    ]
-    bench = summary["eval"]["results"]
-    for name in MODELS:
-        cells = [f"{bench[f'emoji-{f}']['results'][name][k]:.1f}" for f in STAGE2_FIELDS
-                 for k in ("i2t_R@1", "t2i_R@1")]
-        lines.append(f"| {MODEL_LABELS[name]} | " + " | ".join(cells) + " |")
-    notes = bench["emoji-long"]["notes"].get("baseline")
-    if notes:
-        lines.append(f"(baseline: {notes})")
-    lines.append(f"minutes per step: {summary['minutes']}; total {summary['total_minutes']} min")
-    return "\n".join(lines)
-
-
-MODEL_LABELS = {"baseline": "baseline CLIP (EfficientNet + MiniLM, 77 tokens)",
-                "llm2clip": "LLM2CLIP (stage-1 SmolLM2)",
-                "llm2clip_raw_llm": "LLM2CLIP on the raw LLM (no stage 1)"}
+def _construction(data: dict[str, str]) -> dict:
+    return json.loads(Path(data["construction"]).read_text())
 
 
 def _relative(value, root: Path):

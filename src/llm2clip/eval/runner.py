@@ -159,6 +159,7 @@ def _safe(label: str) -> str:
 
 # ------------------------------------------------------------------ evaluating
 def evaluate_retrieval(session: ModelSession, bench: LoadedBenchmark):
+    from .random_ties import random_tie_recall_at_1
     from .retrieval import retrieval_metrics
 
     data = bench.data
@@ -166,6 +167,7 @@ def evaluate_retrieval(session: ModelSession, bench: LoadedBenchmark):
     texts, truncated = session.texts(bench.name, data.texts)
     _check_dims(bench.name, images, texts)
     metrics = retrieval_metrics(images, texts, data.text_to_image)
+    metrics.update(random_tie_recall_at_1(images, texts, data.text_to_image))
     return metrics, session.truncation_note(truncated, len(data.texts))
 
 
