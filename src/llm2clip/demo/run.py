@@ -3,18 +3,20 @@
 Steps (each reused when its output already exists, so a second run is instant and a
 killed run resumes):
   1. data      emoji scenes (Noto Color Emoji + CLDR names) with several captions each,
-               rendered to PNG; a fixed train/test split
+               rendered to PNG; train / validation / test splits, near-duplicate families,
+               WordNet pairs (dataset.py)
   2. baseline  "pretrained CLIP" in miniature: the ImageNet EfficientNet-Lite0 image tower
                aligned with the MiniLM sentence encoder, its text cut at 77 tokens like CLIP
-  3. stage1    SmolLM2-135M fine-tuned with LoRA + supervised SimCSE; caption retrieval
-               accuracy (CRA) on held-out scenes before and after
-  4. embed     the captions of the stage-2 training and test scenes, once, by the tuned LLM
-               and (for the Table 6 ablation) by the raw LLM
+  3. stage1    SmolLM2-135M fine-tuned with LoRA + supervised SimCSE on captions and WordNet
+               pairs; caption retrieval accuracy (CRA) on held-out scenes before and after
+  4. embed     every caption stage 2 and the evaluation use, once, by the tuned LLM and
+               (for the Table 6 ablation) by the raw LLM
   5. stage2    offline against each store: the EfficientNet-Lite0 tower frozen (its features
                computed once: tower training does not fit 2 CPU cores in minutes), the
                projection + adaptor trained with the baseline's step budget
-  6. eval      short- and long-caption retrieval on the held-out scenes: baseline vs
-               LLM2CLIP vs LLM2CLIP on the raw LLM; results.json, report.md, PNG plots
+  6. eval      CRA on held-out WordNet pairs; retrieval (short, long, near-duplicate,
+               13 languages) on the test and validation splits: baseline vs LLM2CLIP vs
+               LLM2CLIP on the raw LLM, through the eval runner (evaluation.py)
 Every number is measured by the run; nothing is read from a stored result.
 """
 from __future__ import annotations
