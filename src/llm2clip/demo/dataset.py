@@ -113,9 +113,12 @@ def _wordnet_rows(size: DemoSize) -> dict[str, list[dict]]:
     from ..data.wordnet import read_synsets, split_synsets, wordnet_pairs
 
     train, heldout = split_synsets(read_synsets(), size.n_wordnet_heldout, seed=0)
-    to_row = lambda i, p, split: {"id": f"wordnet-{split}-{i:05d}", "query": p.query, "positive": p.positive}  # noqa: E731
-    return {"wordnet_train": [to_row(i, p, "train") for i, p in enumerate(wordnet_pairs(train, size.n_wordnet, seed=1))],
-            "wordnet_heldout": [to_row(i, p, "heldout") for i, p in enumerate(wordnet_pairs(heldout, len(heldout), seed=2))]}
+    return {"wordnet_train": _pair_rows(wordnet_pairs(train, size.n_wordnet, seed=1), "train"),
+            "wordnet_heldout": _pair_rows(wordnet_pairs(heldout, len(heldout), seed=2), "heldout")}
+
+
+def _pair_rows(pairs, split: str) -> list[dict]:
+    return [{"id": f"wordnet-{split}-{i:05d}", "query": p.query, "positive": p.positive} for i, p in enumerate(pairs)]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
