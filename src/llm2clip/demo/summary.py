@@ -48,7 +48,7 @@ def _retrieval(split: str, results: dict) -> list[str]:
 
 def _near_duplicates(construction: dict, bench: dict) -> list[str]:
     test = construction["test"]
-    lines = [f"Near-duplicate families (test): {test['families']} of {construction['family_size']} scenes, "
+    lines = [f"Near-duplicate families (test): {test['families']} families of {construction['family_size']} scenes, "
              f"{construction['objects_per_scene'][0]}-{construction['objects_per_scene'][1]} emoji, one changed "
              f"from object {construction['changed_object_from']} on; {test['identical_within_window']} of "
              f"{test['families']} families read the same in the first {construction['window_tokens']} tokens",
