@@ -138,7 +138,7 @@ def tiny_or_named_llm(name: str, root: Path) -> str:
     MLP 2.75 H as in Llama)."""
     if not name.startswith("random:"):
         return name
-    from llm2clip.text.random_llm import save_random_llm
+    from llm2clip.testing.random_llm import save_random_llm
 
     hidden, layers = (int(x) for x in name.split(":", 1)[1].lower().split("x"))
     folder = root / f"random-llama-{hidden}x{layers}"

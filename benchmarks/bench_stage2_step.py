@@ -16,6 +16,10 @@ random tensors of the tower's input shape (the loader is bench_loader.py's subje
 Step times: all modes in one process, interleaved A,B,C,A,B,C; medians.
 Batch in budget: per mode, a fresh subprocess per probe runs two steps and reports its
 peak memory; batch sizes double until the budget is exceeded, then bisect.
+
+GradCache (`train.micro_batch`, train/grad_cache.py): `--micro-batch M` also times each mode
+with its batch embedded in pieces of M samples (the loop's own `grad_cache_step`), next to
+the plain step, and `--memory-micro-batch 0 M` searches the largest batch without and with.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ class Stage2Step:
     """One mode's model, objective, optimizer and a fixed batch; `step()` is one update."""
 
     def __init__(self, mode: str, llm: str, vision: str, batch: int, device: torch.device, encoder=None, dim=None,
-                 checkpointing: bool = False):
+                 checkpointing: bool = False, micro_batch: int = 0):
         from llm2clip.train.optim import build_adamw
         from llm2clip.train.stage2 import build_model, param_groups
         from llm2clip.train.stage2_config import Stage2Config
@@ -57,6 +61,7 @@ class Stage2Step:
         self.optimizer = build_adamw(groups, cfg.train.lr_vision, cfg.train.weight_decay_vision)
         self.trainable = [p for g in groups for p in g["params"]]
         self.device, self.mode, self.encoder = device, mode, encoder
+        self.pieces = max(1, batch // micro_batch) if micro_batch else 0
         from PIL import Image
 
         shape = self.model.vision.preprocess([Image.new("RGB", (256, 256))]).shape[1:]
@@ -76,8 +81,13 @@ class Stage2Step:
         self.objective.train()  # as _train_loop: train mode, but a frozen encoder in eval mode
         if self.encoder is not None and self.mode != "online_lora":
             self.encoder.eval()  # (the modes share one encoder object, so set it every step)
-        result = self.objective(**self.inputs())
-        result["loss"].backward()
+        if self.pieces:  # GradCache, as the training loop runs it with train.micro_batch
+            from llm2clip.train.grad_cache import grad_cache_step
+
+            result = grad_cache_step(self.objective, self.inputs(), self.pieces)
+        else:
+            result = self.objective(**self.inputs())
+            result["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.trainable, 5.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -115,15 +125,16 @@ def child(spec: dict) -> None:
     checkpointing = spec.get("checkpointing", False)
     encoder = load_encoder(spec["llm"], device, checkpointing) if online else None  # offline never loads the LLM
     runner = Stage2Step(spec["mode"], spec["llm"], spec["vision"], spec["batch"], device, encoder,
-                        dim=None if online else llm_dim(spec["llm"]), checkpointing=checkpointing)
+                        dim=None if online else llm_dim(spec["llm"]), checkpointing=checkpointing,
+                        micro_batch=spec.get("micro_batch", 0))
     for _ in range(spec.get("steps", 2)):  # the second step holds the optimizer state too
         runner.step()
     bc.report_child({"peak_bytes": memory.peak(), "memory_kind": memory.kind})
 
 
-def peak_of(args, llm: str, mode: str, batch: int) -> int:
+def peak_of(args, llm: str, mode: str, batch: int, micro_batch: int = 0) -> int:
     spec = {"mode": mode, "llm": llm, "vision": args.vision, "batch": batch, "device": args.device,
-            "checkpointing": args.checkpointing == "on", "steps": args.probe_steps}
+            "checkpointing": args.checkpointing == "on", "steps": args.probe_steps, "micro_batch": micro_batch}
     # glibc raises its mmap threshold after each large free, so later large tensors come from
     # the heap and freed ones stay resident: peak RSS then measures the allocator's retention
     # (it made gradient checkpointing look ~4x less effective than it is); a fixed threshold
@@ -132,18 +143,20 @@ def peak_of(args, llm: str, mode: str, batch: int) -> int:
     return bc.run_child(__file__, spec, extra_env=env)["peak_bytes"]
 
 
-def largest_batch(args, llm: str, mode: str) -> tuple[int, dict[int, int]]:
-    """Double until the budget is exceeded (or --max-batch), then bisect; (batch, probes)."""
+def largest_batch(args, llm: str, mode: str, micro_batch: int = 0) -> tuple[int, dict[int, int]]:
+    """Double until the budget is exceeded (or --max-batch), then bisect; (batch, probes).
+    With a micro-batch the search starts there (a smaller batch is one piece)."""
     budget = args.budget_gib * bc.GIB
     probes: dict[int, int] = {}
 
     def fits(batch: int) -> bool:
-        probes[batch] = peak_of(args, llm, mode, batch)
-        print(f"  {mode} batch {batch}: {probes[batch] / bc.GIB:.2f} GiB", file=sys.stderr, flush=True)
+        probes[batch] = peak_of(args, llm, mode, batch, micro_batch)
+        print(f"  {mode} micro {micro_batch or '-'} batch {batch}: {probes[batch] / bc.GIB:.2f} GiB",
+              file=sys.stderr, flush=True)
         return probes[batch] <= budget
 
     good, bad = 0, None
-    batch = 1
+    batch = micro_batch or 1
     while batch <= args.max_batch:
         if not fits(batch):
             bad = batch
@@ -163,6 +176,9 @@ def time_modes(spec: dict, device: torch.device) -> dict[str, list[float]]:
     parent stays small while it runs the memory probes)."""
     encoder = load_encoder(spec["llm"], device)
     runners = {mode: Stage2Step(mode, spec["llm"], spec["vision"], spec["batch"], device, encoder) for mode in MODES}
+    for mode in MODES if spec.get("micro_batch") else ():
+        runners[f"{mode}+micro"] = Stage2Step(mode, spec["llm"], spec["vision"], spec["batch"], device, encoder,
+                                              micro_batch=spec["micro_batch"])
     return bc.interleaved({m: r.step for m, r in runners.items()}, spec["repeats"], device)
 
 
@@ -173,6 +189,10 @@ def main() -> None:
     parser.add_argument("--vision", default="efficientnet-lite0")
     parser.add_argument("--batch", type=int, default=8, help="samples per step for the time comparison")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--micro-batch", type=int, default=0,
+                        help="also time each mode with GradCache pieces of this many samples (0: do not)")
+    parser.add_argument("--memory-micro-batch", type=int, nargs="+", default=[0],
+                        help="micro-batch sizes to search the largest batch with (0: the plain step)")
     parser.add_argument("--budget-gib", type=float, default=4.0)
     parser.add_argument("--max-batch", type=int, default=256)
     parser.add_argument("--memory-llm", nargs="*", default=None,
@@ -193,6 +213,7 @@ def main() -> None:
     if args.quick:
         args.llm, args.batch, args.repeats = ["random:64x2"], 2, 1
         args.budget_gib, args.max_batch = min(args.budget_gib, 0.5), 4
+        args.micro_batch = 1  # the GradCache step too, in pieces of one sample
     root = Path(tempfile.mkdtemp(prefix="bench-stage2-"))
     device = bc.pick_device(args.device)
     llms = {name: bc.tiny_or_named_llm(name, root) for name in args.llm}
@@ -201,10 +222,11 @@ def main() -> None:
         llms.setdefault(name, bc.tiny_or_named_llm(name, root))
 
     result: dict = {"batch": args.batch, "vision": args.vision, "device": str(device), "configs": {}}
-    rows, table = [], ""
+    rows, micro_rows, table = [], [], ""
     for name in args.llm:
         times = bc.run_child(__file__, {"timing": True, "llm": llms[name], "vision": args.vision,
-                                        "batch": args.batch, "repeats": args.repeats, "device": args.device})
+                                        "batch": args.batch, "repeats": args.repeats, "device": args.device,
+                                        "micro_batch": args.micro_batch})
         per_sample = {m: bc.median(t) / args.batch for m, t in times.items()}
         result["configs"][name] = {"step_seconds": times, "seconds_per_sample": per_sample}
         off = per_sample["offline"]
@@ -212,32 +234,43 @@ def main() -> None:
                      f"{per_sample['online_lora'] * 1e3:.1f}", f"{per_sample['online_frozen'] / off:.2f}×",
                      per_sample["online_frozen"] / off >= 4, f"{per_sample['online_lora'] / off:.2f}×",
                      per_sample["online_lora"] / off >= 10])
+        for mode in MODES if args.micro_batch else ():
+            micro = per_sample[f"{mode}+micro"]
+            micro_rows.append([name, mode, f"{per_sample[mode] * 1e3:.1f}", f"{micro * 1e3:.1f}",
+                               f"{micro / per_sample[mode]:.2f}×", micro / per_sample[mode] <= 1.4])
     if rows:
         table = bc.markdown_table(
             ["caption encoder", "offline ms/sample", "online_frozen ms/sample", "online_lora ms/sample",
              "frozen/offline", "≥ 4×?", "lora/offline", "≥ 10×?"], rows)
         table += f"\n\nvision tower {args.vision}, batch {args.batch}, medians of {args.repeats} interleaved steps.\n\n"
+    if micro_rows:
+        table += bc.markdown_table(["caption encoder", "mode", "plain ms/sample",
+                                    f"micro-batch {args.micro_batch} ms/sample", "micro / plain", "≤ 1.4×?"],
+                                   micro_rows)
+        table += "\n\n"
 
     mem_rows = []
     for name in memory_llms:
         found = {}
         for mode in args.memory_modes:
-            batch, probes = largest_batch(args, llms[name], mode)
-            found[mode] = {"largest_batch": batch, "capped": batch >= args.max_batch,
-                           "peak_bytes_by_batch": probes}
+            for micro in args.memory_micro_batch:
+                batch, probes = largest_batch(args, llms[name], mode, micro)
+                found[f"{mode}+micro{micro}" if micro else mode] = {
+                    "mode": mode, "micro_batch": micro, "largest_batch": batch, "capped": batch >= args.max_batch,
+                    "peak_bytes_by_batch": probes}
         result["configs"].setdefault(name, {})["memory"] = found
         off = found.get("offline", {}).get("largest_batch")
-        for mode in found:
-            b = found[mode]["largest_batch"]
-            peak = found[mode]["peak_bytes_by_batch"].get(b)
+        for key, row in found.items():
+            b = row["largest_batch"]
+            peak = row["peak_bytes_by_batch"].get(b)
             ratio = off / b if b and off else float("inf")
-            mem_rows.append([name, mode, f"{b}{'+' if found[mode]['capped'] else ''}",
+            plain = key == "offline" or row["micro_batch"]
+            mem_rows.append([name, row["mode"], row["micro_batch"] or "-", f"{b}{'+' if row['capped'] else ''}",
                              f"{peak / bc.GIB:.2f}" if peak is not None else "-",
-                             "-" if mode == "offline" else f"{ratio:.1f}×",
-                             "-" if mode == "offline" else ratio >= 10])
+                             "-" if plain else f"{ratio:.1f}×", "-" if plain else ratio >= 10])
     if mem_rows:
         table += bc.markdown_table(
-            ["caption encoder", "mode", f"largest batch ≤ {args.budget_gib:g} GiB", "peak GiB at it",
+            ["caption encoder", "mode", "micro-batch", f"largest batch ≤ {args.budget_gib:g} GiB", "peak GiB at it",
              "offline / this", "≥ 10×?"], mem_rows)
         kind = "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS - RSS after imports"
         malloc = (f", MALLOC_MMAP_THRESHOLD_={args.malloc_mmap_threshold}"

@@ -7,7 +7,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from llm2clip.text.random_llm import save_random_llm  # noqa: E402
+from llm2clip.testing.random_llm import save_random_llm  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -71,4 +71,24 @@ def tiny_clip(tmp_path_factory):
     CLIPModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def trained_stage1_folder(tiny_llama, tmp_path_factory):
+    """A stage-1 folder as training leaves it: a LoRA whose B is non-zero (a fresh LoRA's B
+    is 0, so dropping the adapter would change nothing) and dropout 0.1 (an encoder left in
+    train mode gives other numbers than the store)."""
+    import torch
+
+    from llm2clip.text import CaptionEncoder
+
+    encoder = CaptionEncoder.from_pretrained(tiny_llama, lora={"r": 4, "alpha": 8, "dropout": 0.1})
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, param in encoder.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    folder = tmp_path_factory.mktemp("trained-stage1") / "final"
+    encoder.save_pretrained(folder)
     return str(folder)

@@ -47,7 +47,13 @@ def _free_port() -> int:
 
 
 def last_checkpoint_weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(list_checkpoints(run / "checkpoints")[-1] / "weights.safetensors"))
+    """The newest checkpoint's weights; it must be the run's final logged step (comparing two
+    runs' last checkpoints says nothing if either stopped, or was pruned, short of it)."""
+    newest = list_checkpoints(run / "checkpoints")[-1]
+    steps = [json.loads(line).get("step") for line in (run / "metrics.jsonl").read_text().splitlines()]
+    final = max(s for s in steps if s is not None)
+    assert json.loads((newest / "state.json").read_text())["step"] == final, f"{newest} is not the final step {final}"
+    return load_file(str(newest / "weights.safetensors"))
 
 
 def logged_losses(run: Path) -> list[float]:

@@ -273,6 +273,13 @@ STAGE1_BAD = [
     ("model.pooling=max", "model.pooling"),
     ("model.lora.r=0", "model.lora.r"),
     ("data.text_pair_ratio=1.5", "data.text_pair_ratio"),
+    # wrong types: a word for a number, a number for a list, a list for a mapping, a word for a bool
+    ("train.batch_size=eight", "train.batch_size"),
+    ("train.batch_size=2.5", "train.batch_size"),
+    ("train.lr=fast", "train.lr"),
+    ("data.caption_fields=5", "data.caption_fields"),
+    ("model.lora=[1, 2]", "model.lora"),
+    ("train.save_merged=perhaps", "train.save_merged"),
 ]
 STAGE2_BAD = [
     ("model.embed_dim=-4", "model.embed_dim"),
@@ -288,6 +295,10 @@ STAGE2_BAD = [
     ("data.dense_ratio=-0.5", "data.dense_ratio"),
     ("data.shuffle_buffer=-1", "data.shuffle_buffer"),
     ("train.layer_decay=0", "train.layer_decay"),
+    ("train.grad_accum=two", "train.grad_accum"),
+    ("data.real_fields=7", "data.real_fields"),
+    ("model.cache_image_features=perhaps", "model.cache_image_features"),
+    ("train.lr_vision=[1e-5]", "train.lr_vision"),
 ]
 
 
@@ -362,12 +373,12 @@ def test_cuda_without_a_gpu_is_a_clear_error_and_the_paper_eval_config_runs_anyw
 
 
 def test_a_fresh_run_over_a_failed_one_starts_clean_logs(tmp_path, tiny_visions, stage1_folder, capsys, monkeypatch):
-    from llm2clip.train import stage2 as stage2_mod
+    from llm2clip.train import loop as loop_mod
 
     class Killed(Exception):
         pass
 
-    real_check = stage2_mod.check_finite
+    real_check = loop_mod.check_finite
 
     def crash_at_step_3(value, step, out):
         if step == 2:
@@ -376,10 +387,10 @@ def test_a_fresh_run_over_a_failed_one_starts_clean_logs(tmp_path, tiny_visions,
 
     args = stage2_args(tmp_path, tiny_visions, stage1_folder, "train.max_steps=4", "train.save_every=100",
                        "train.batch_size=9")
-    monkeypatch.setattr(stage2_mod, "check_finite", crash_at_step_3)
+    monkeypatch.setattr(loop_mod, "check_finite", crash_at_step_3)
     with pytest.raises(Killed):
         cli_main([str(a) for a in args])  # failed before its first checkpoint
-    monkeypatch.setattr(stage2_mod, "check_finite", real_check)
+    monkeypatch.setattr(loop_mod, "check_finite", real_check)
     run_dir = tmp_path / "run"
     failed_metrics = (run_dir / "metrics.jsonl").read_text()
     assert failed_metrics and (run_dir / "skipped-rank0.jsonl").exists()

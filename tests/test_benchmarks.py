@@ -8,12 +8,12 @@ import pytest
 from PIL import Image
 
 from llm2clip.data.errors import DataError
-from llm2clip.eval import benchmarks
-from llm2clip.eval.benchmarks import (imagenet_wnid_class_names, load_clip_templates, load_imagenet_class_names,
+from llm2clip.eval import datasets
+from llm2clip.eval.datasets import (imagenet_wnid_class_names, load_clip_templates, load_imagenet_class_names,
                                       load_retrieval_benchmark, read_class_folder, read_csv, read_docci,
                                       read_jsonl, read_karpathy, read_sharegpt4v, read_urban1k, read_xm3600,
                                       xm3600_languages)
-from llm2clip.eval.benchmarks.json_files import first_json_list_items
+from llm2clip.eval.datasets.json_files import first_json_list_items
 
 
 def _png_bytes(color=(200, 30, 30)) -> bytes:
@@ -203,7 +203,7 @@ def sharegpt_item(i: int, caption: str | None = None) -> dict:
 
 
 def test_sharegpt4v_takes_the_first_1000(tmp_path):
-    assert benchmarks.SHAREGPT4V_FIRST == 1000
+    assert datasets.SHAREGPT4V_FIRST == 1000
     items = [sharegpt_item(i) for i in range(1003)]
     for item in items[:1000]:  # the last 3 have no image: reading them would fail
         (tmp_path / item["image"]).parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +219,7 @@ def test_sharegpt4v_takes_the_first_1000(tmp_path):
 
 
 def test_sharegpt4v_missing_and_bad_items(tmp_path, monkeypatch):
-    monkeypatch.setattr("llm2clip.eval.benchmarks.sharegpt4v.SHAREGPT4V_FIRST", 3)
+    monkeypatch.setattr("llm2clip.eval.datasets.sharegpt4v.SHAREGPT4V_FIRST", 3)
     items = [sharegpt_item(0), sharegpt_item(1, caption=""), sharegpt_item(2), sharegpt_item(3)]
     image(tmp_path / items[0]["image"])
     image(tmp_path / items[1]["image"])
@@ -241,7 +241,7 @@ def test_sharegpt4v_missing_and_bad_items(tmp_path, monkeypatch):
 
 
 def test_first_json_list_items_reads_across_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr("llm2clip.eval.benchmarks.json_files.CHUNK_CHARS", 7)
+    monkeypatch.setattr("llm2clip.eval.datasets.json_files.CHUNK_CHARS", 7)
     items = [{"k": i, "text": "x" * (i * 5), "nested": [1, {"a": "]"}]} for i in range(20)]
     path = tmp_path / "list.json"
     path.write_text("\ufeff  [\n" + ",\n  ".join(json.dumps(i) for i in items) + "\n]\n", encoding="utf-8")

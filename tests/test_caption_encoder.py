@@ -86,9 +86,11 @@ def test_truncation_is_counted_and_bounded(tiny_llama):
     item = encoder.tokenize_one(long_caption)
     assert len(item.input_ids) == 16 and item.truncated
     assert item.input_ids[-1] == encoder.tokenizer.eos_token_id
-    before = encoder.num_truncated
-    encoder.encode([long_caption, "an apple", "x" * 100_000])
-    assert encoder.num_truncated == before + 2
+    assert encoder.encode([long_caption, "an apple", "x" * 100_000]).truncated == 2
+    assert encoder.encode(["an apple"]).truncated == 0  # each result counts its own call
+    before = encoder.num_truncated  # the training batches' tally (tokenize)
+    encoder.tokenize([long_caption, "an apple"])
+    assert encoder.num_truncated == before + 1
     with pytest.raises(ValueError, match="no room for the caption"):
         CaptionEncoder.from_pretrained(tiny_llama, max_length=4, instruction=INSTRUCTION).encode(["a cat"])
 

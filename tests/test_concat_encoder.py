@@ -145,6 +145,7 @@ def method_d_args(tmp_path, tiny_visions, caption_encoder, mode, store=None) -> 
     return args + (["--set", f"data.embeddings={store}"] if store else [])
 
 
+@pytest.mark.slow
 def test_method_d_trains_through_the_cli_offline_as_online_and_encodes_with_the_concat_head(
         tmp_path, tiny_visions, concat_folder):
     encoder = load_caption_encoder(concat_folder, precision="fp32")

@@ -128,7 +128,6 @@ def test_split_scenes_is_fixed_and_disjoint(scenes):
 
 
 def test_caption_records(scenes, tmp_path):
-    pytest.importorskip("llm2clip.data.records")
     assert scene_module.DEFAULT_RECORD_FIELDS == ("short", "short_alt", "spatial", "dense")
     records = scene_module.caption_records(scenes[:10])
     assert [r.id for r in records] == [s.id for s in scenes[:10]]

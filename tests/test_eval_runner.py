@@ -61,6 +61,32 @@ def write_config(tmp_path: Path, model: str, files: dict[str, Path], out: Path) 
     return cfg
 
 
+def strict_top1(scores: torch.Tensor, correct: list[int]) -> float:
+    """% of rows whose correct column beats every other one (a tie counts against it)."""
+    hits = [all(row[c] > row[j] for j in range(len(row)) if j != c) for row, c in zip(scores.tolist(), correct)]
+    return 100 * sum(hits) / len(hits)
+
+
+def expected_cra(model: LLM2CLIP) -> float:
+    """CRA through the model's text side: caption `a` of each row must retrieve its own `b`."""
+    with torch.no_grad():
+        first = model.encode_text([f"a {n} thing" for n in COLORS])
+        second = model.encode_text([f"something {n}" for n in COLORS])
+    return strict_top1(first @ second.T, list(range(len(COLORS))))
+
+
+def expected_zeroshot(model: LLM2CLIP, files: dict[str, Path]) -> float:
+    """CLIP prompt ensembling: each template filled, encoded, normalised, averaged, normalised."""
+    names = sorted(p.name for p in files["classes"].iterdir())
+    templates = ["a photo of {}.", "{}"]
+    with torch.no_grad():
+        classes = torch.stack([torch.nn.functional.normalize(torch.nn.functional.normalize(
+            model.encode_text([t.format(n) for t in templates]), dim=-1).mean(0), dim=0) for n in names])
+        paths = sorted(files["classes"].glob("*/*.png"))
+        images = model.encode_image([Image.open(p) for p in paths])
+    return strict_top1(images @ classes.T, [names.index(p.parent.name) for p in paths])
+
+
 def test_eval_matches_direct_computation_and_reuses_its_cache(tmp_path, tiny_model, monkeypatch, capsys):
     files = write_benchmarks(tmp_path / "bench")
     out = tmp_path / "eval"
@@ -79,9 +105,10 @@ def test_eval_matches_direct_computation_and_reuses_its_cache(tmp_path, tiny_mod
     for key in ("i2t_R@1", "t2i_R@1", "i2t_R@5", "t2i_mean_rank"):
         assert got[key] == pytest.approx(expected[key])
     assert f"{got['t2i_R@1']:.1f}" in printed
-    for name in ("colors-cra", "colors-zs", "colors-probe"):
-        metrics = results["benchmarks"][name]["results"]["tiny"]
-        assert 0 <= metrics["top1"] <= 100
+    cra = results["benchmarks"]["colors-cra"]["results"]["tiny"]
+    assert cra["n"] == len(COLORS) and cra["top1"] == pytest.approx(expected_cra(model))
+    zeroshot = results["benchmarks"]["colors-zs"]["results"]["tiny"]
+    assert zeroshot["n"] == 2 * len(COLORS) and zeroshot["top1"] == pytest.approx(expected_zeroshot(model, files))
     assert results["benchmarks"]["colors-probe"]["results"]["tiny"]["top1"] == 100  # train = test, 8 points
     assert (out / "report.md").is_file() and (out / "retrieval.png").is_file()
 

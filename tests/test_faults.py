@@ -55,6 +55,7 @@ def folder_bytes(path: Path) -> dict[str, bytes]:
 
 
 # ------------------------------------------------------------------ embed
+@pytest.mark.slow
 def test_embed_killed_three_times_at_random_points_equals_an_uninterrupted_run(tmp_path, tiny_llama):
     records = tmp_path / "captions.jsonl"
     with open(records, "w", encoding="utf-8") as handle:
@@ -83,6 +84,7 @@ def metrics_lines(run: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["stage1", "stage2"])
 def test_training_killed_and_resumed_equals_an_uninterrupted_run(stage, tmp_path, tiny_llama, tiny_visions):
     if stage == "stage1":

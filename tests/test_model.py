@@ -25,7 +25,11 @@ def test_encoders_give_normalised_embeddings_of_embed_dim(model):
     image, text = model.encode_image(IMAGES), model.encode_text(TEXTS)
     assert image.shape == text.shape == (3, 24)
     torch.testing.assert_close(image.norm(dim=-1), torch.ones(3))
-    torch.testing.assert_close(text, model.encode_text_embeddings(model.caption_encoder.encode(TEXTS)))
+    # another way: each caption encoded alone, through the adaptor, normalised here
+    with torch.no_grad():
+        alone = torch.cat([model.caption_encoder.encode([t]) for t in TEXTS])
+        expected = torch.nn.functional.normalize(model.adaptor(alone), dim=-1)
+    torch.testing.assert_close(text, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model.encode_image(model.vision.preprocess(IMAGES)), image)
     assert model.scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
 

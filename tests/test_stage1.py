@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from llm2clip.cli import main as cli_main
 from llm2clip.config import ConfigError, load_config
 from llm2clip.text import CaptionEncoder
-from llm2clip.text.random_llm import save_random_llm
+from llm2clip.testing.random_llm import save_random_llm
+from llm2clip.train import loop as loop_mod
 from llm2clip.train import stage1 as stage1_mod
 from llm2clip.train.checkpoint import list_checkpoints
 from llm2clip.train.runtime import TrainingError
@@ -47,6 +48,7 @@ def tiny_config(tmp_path: Path, model: str, **train) -> Stage1Config:
     return load_config(Stage1Config, REPO / "configs/stage1/tiny.yaml", overrides)
 
 
+@pytest.mark.slow
 def test_training_raises_caption_retrieval_accuracy(tmp_path, tiny_llama):
     cfg = tiny_config(tmp_path, tiny_llama, max_steps=40, lr=1e-2, batch_size=8, warmup_steps=2, temperature=0.1)
     summary = train_stage1(cfg)
@@ -63,6 +65,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_llama, monkeypatch):
     # dropout on: the resumed run must also replay the random numbers
     straight = tiny_config(tmp_path / "a", tiny_llama, max_steps=6, save_every=2)
@@ -71,17 +74,17 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_llama, 
         cfg.model.lora.dropout = 0.1
     train_stage1(straight)
 
-    real_check = stage1_mod.check_finite
+    real_check = loop_mod.check_finite
 
     def crash_at_step_5(value, step, out):
         if step == 4:  # 0-based: after checkpoint 4 was written and step 5's forward ran
             raise Killed()
         real_check(value, step, out)
 
-    monkeypatch.setattr(stage1_mod, "check_finite", crash_at_step_5)
+    monkeypatch.setattr(loop_mod, "check_finite", crash_at_step_5)
     with pytest.raises(Killed):
         train_stage1(crashed)
-    monkeypatch.setattr(stage1_mod, "check_finite", real_check)
+    monkeypatch.setattr(loop_mod, "check_finite", real_check)
     with pytest.raises(TrainingError, match="--resume"):
         train_stage1(crashed)  # refuses to overwrite a run with checkpoints
     train_stage1(crashed, resume=True)

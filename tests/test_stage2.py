@@ -42,7 +42,16 @@ def write_dataset(root: Path) -> tuple[Path, list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def stage1_folder(tiny_llama, tmp_path_factory):
+def stage1_folder(trained_stage1_folder):
+    """A LoRA with non-zero B and dropout 0.1: a stage-2 path that dropped the adapter or
+    left the frozen encoder in train mode gives other numbers (conftest.py)."""
+    return trained_stage1_folder
+
+
+@pytest.fixture(scope="module")
+def fresh_stage1_folder(tiny_llama, tmp_path_factory):
+    """A fresh LoRA (B = 0): the random tiny LLM's own embeddings, which tell these
+    colours and sides apart well enough for the learning test's bar."""
     folder = tmp_path_factory.mktemp("stage1") / "final"
     CaptionEncoder.from_pretrained(tiny_llama, lora={"r": 4, "alpha": 8, "dropout": 0.0}).save_pretrained(folder)
     return str(folder)
@@ -63,8 +72,9 @@ def t2i_r1(model: LLM2CLIP, rows: list[dict], root: Path) -> float:
     return retrieval_metrics(images, texts, list(range(len(rows))), ks=(1,))["t2i_R@1"]
 
 
-def test_online_frozen_training_learns_and_skips_bad_samples(tmp_path, tiny_visions, stage1_folder):
-    cfg = config(tmp_path, tiny_visions, stage1_folder, mode="online_frozen", max_steps=40, batch_size=9)
+@pytest.mark.slow
+def test_online_frozen_training_learns_and_skips_bad_samples(tmp_path, tiny_visions, fresh_stage1_folder):
+    cfg = config(tmp_path, tiny_visions, fresh_stage1_folder, mode="online_frozen", max_steps=40, batch_size=9)
     summary = train_stage2(cfg)
     run = Path(cfg.train.output_dir)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -82,23 +92,24 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_visions, stage1_folder, monkeypatch):
-    from llm2clip.train import stage2 as stage2_mod
+    from llm2clip.train import loop as loop_mod
 
     straight = config(tmp_path / "a", tiny_visions, stage1_folder, mode="online_frozen", max_steps=6, save_every=2)
     crashed = config(tmp_path / "b", tiny_visions, stage1_folder, mode="online_frozen", max_steps=6, save_every=2)
     train_stage2(straight)
-    real_check = stage2_mod.check_finite
+    real_check = loop_mod.check_finite
 
     def crash_at_step_5(value, step, out):
         if step == 4:
             raise Killed()
         real_check(value, step, out)
 
-    monkeypatch.setattr(stage2_mod, "check_finite", crash_at_step_5)
+    monkeypatch.setattr(loop_mod, "check_finite", crash_at_step_5)
     with pytest.raises(Killed):
         train_stage2(crashed)
-    monkeypatch.setattr(stage2_mod, "check_finite", real_check)
+    monkeypatch.setattr(loop_mod, "check_finite", real_check)
     train_stage2(crashed, resume=True)
 
     def final(cfg):
@@ -107,6 +118,18 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, tiny_visions
 
     (a, loss_a), (b, loss_b) = final(straight), final(crashed)
     assert a.keys() == b.keys() and len(loss_b) == 6
+    # the skip log: one row per skipped sample and step, trimmed back to the checkpoint on
+    # resume (the crashed step 5 had logged its skips), so it equals the uninterrupted run's
+    skips = [[json.loads(line) for line in (tmp_path / run / "run" / "skipped-rank0.jsonl").read_text().splitlines()]
+             for run in ("a", "b")]
+    for run, rows in zip(("a", "b"), skips):  # the reasons name the run's own data folder
+        for row in rows:
+            row["reason"] = row["reason"].replace(str(tmp_path / run), "<data>")
+    assert skips[1] == skips[0]
+    rows = skips[0]
+    assert {r["id"] for r in rows} == {"broken", "escape"} and {r["step"] for r in rows} <= set(range(1, 7))
+    assert {r["id"]: r["reason"].split(":")[0] for r in rows} == {"broken": "ImageError", "escape": "DataError"}
+    assert len(rows) == len({(r["step"], r["id"]) for r in rows})
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0)
     assert loss_b == pytest.approx(loss_a, abs=1e-6)
@@ -139,6 +162,30 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_visi
     assert logged_losses(two) == pytest.approx(logged_losses(one), abs=1e-5)
 
 
+def test_a_non_finite_loss_stops_before_the_update_naming_the_last_checkpoint(tmp_path, tiny_visions, stage1_folder,
+                                                                             monkeypatch):
+    from llm2clip.train.runtime import TrainingError
+    from llm2clip.train.stage2_objective import Stage2Objective
+
+    cfg = config(tmp_path, tiny_visions, stage1_folder, mode="online_frozen", max_steps=6, save_every=2)
+    real = Stage2Objective.forward
+    calls = []
+
+    def poisoned(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:  # step 3
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(Stage2Objective, "forward", poisoned)
+    with pytest.raises(TrainingError, match="checkpoint-00000002"):
+        train_stage2(cfg)
+    run = Path(cfg.train.output_dir)
+    assert [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-00000002"]
+    assert len(logged_losses(run)) == 2 and not (run / "final").exists()
+
+
 def write_store(cfg: Stage2Config, stage1_folder: str, out: Path) -> Path:
     from llm2clip.data.records import read_caption_records
     from llm2clip.embeddings import write_embedding_store
@@ -149,6 +196,7 @@ def write_store(cfg: Stage2Config, stage1_folder: str, out: Path) -> Path:
     return write_embedding_store(encoder, records, out, dtype="fp32", shard_size=8)
 
 
+@pytest.mark.slow
 def test_offline_training_equals_online_frozen_training(tmp_path, tiny_visions, stage1_folder):
     """The store is a pure speed-up: same seed and data give the same losses and weights."""
     online = config(tmp_path / "online", tiny_visions, stage1_folder, mode="online_frozen", max_steps=5)
@@ -178,6 +226,7 @@ def test_offline_refuses_a_store_of_another_encoder(tmp_path, tiny_visions, stag
         train_stage2(cfg)
 
 
+@pytest.mark.slow
 def test_online_lora_trains_the_adapter_and_saves_the_tuned_encoder(tmp_path, tiny_visions, stage1_folder):
     cfg = config(tmp_path, tiny_visions, stage1_folder, mode="online_lora", max_steps=4, lr_llm=1e-2)
     summary = train_stage2(cfg)
@@ -203,6 +252,7 @@ def test_frozen_vision_groups_stay_exactly_as_loaded(tmp_path, tiny_visions, sta
         assert same == (depth < 2), f"group {depth}: {'unchanged' if same else 'changed'}"
 
 
+@pytest.mark.slow
 def test_cached_features_of_a_frozen_tower_train_exactly_as_the_tower_in_the_loop(tmp_path, tiny_visions,
                                                                                   stage1_folder):
     runs = {}
@@ -222,6 +272,7 @@ def test_cached_features_of_a_frozen_tower_train_exactly_as_the_tower_in_the_loo
         train_stage2(cfg)
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_covers_the_trained_llm_and_changes_nothing(tmp_path, tiny_visions, stage1_folder):
     from llm2clip.train.stage2 import load_text_side
 

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .choices import ADAPTOR_KINDS
 
 
 def _normalised_input(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -126,7 +125,8 @@ class TransformerAdaptor(nn.Module):
         return self.out(self.norm(self.blocks(x)))
 
 
-ADAPTORS = dict(zip(ADAPTOR_KINDS, (MLPAdaptor, TransformerAdaptor)))  # the names configs accept
+# the one list of adaptor kinds: `model.adaptor.kind` is validated against its keys
+ADAPTORS = {"mlp": MLPAdaptor, "transformer": TransformerAdaptor}
 
 
 def build_adaptor(kind: str, in_dim: int, embed_dim: int, **options) -> nn.Module:

@@ -1,12 +1,19 @@
-"""Every setting that takes one of a fixed list of values, each list defined once here:
-the typed configs validate against these (config.py `setting(choices=...)`), and the
-code that acts on a setting and the command line use the same lists."""
+"""Every setting that takes one of a fixed list of values, each list defined once: the
+typed configs validate against it (config.py `setting(choices=...)`), and the code that
+acts on a setting and the command line use the same list.
+
+Plain lists live here. A list whose every name has code behind it is that code's
+registry, next to the code, so adding a value is one entry where it is implemented:
+
+- poolings: `text/pooling.py: POOLINGS` (name -> pooling function)
+- adaptor kinds: `adaptor.py: ADAPTORS` (name -> adaptor class)
+- stage-2 losses: `losses.py: LOSSES` (name -> loss function, and whether it learns a bias)
+- vision towers: `vision/__init__.py: TOWERS` (kind -> tower class)
+- retrieval benchmark readers: `eval/datasets/__init__.py: RETRIEVAL_READERS` (kind -> reader)
+"""
 
 DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when a GPU is visible, else the CPU (see devices.py)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # compute precision; auto: bf16 on GPUs that support it
 WEIGHT_DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")  # how LLM weights are loaded
-POOLINGS = ("mean", "last", "weighted_mean")  # caption embedding = pooled LLM hidden states
 SCHEDULES = ("linear", "cosine", "constant")  # learning rate after warmup
-ADAPTOR_KINDS = ("mlp", "transformer")  # stage-2 adaptor (adaptor.py)
 MODES = ("offline", "online_frozen", "online_lora")  # stage-2 text side (paper Table 11)
-LOSSES = ("clip", "siglip")  # stage-2 contrastive loss

@@ -1,4 +1,4 @@
-"""`llm2clip` command line: stage1, embed, stage2, eval, demo."""
+"""`llm2clip` command line: stage1, embed, stage2, eval, index, search, export-onnx, demo."""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +9,11 @@ import re
 import sys
 from pathlib import Path
 
+from .arg_types import positive_int
 from .atomic_file import WriteError, atomic_write_text
-from .choices import POOLINGS
 from .config import ConfigError, load_config
 from .output_paths import require_writable_file, require_writable_folder
+from .text.pooling import POOLINGS
 from .train.runtime import TrainingError
 
 # Bad input (configs, data, model names, paths), a missing optional package, and failed runs
@@ -62,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_embed_parser(sub)
 
+    from .search.cli import add_search_parsers
+
+    add_search_parsers(sub)  # index, search
+
+    from .export.cli import add_export_parser
+
+    add_export_parser(sub)
+
     _add_training_command(sub, "stage2", "post-train a CLIP vision tower + adaptor against the caption encoder",
                           "train.mode=online_frozen", _stage2)
 
@@ -79,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", required=True, help="Karpathy JSON or CSV/TSV/JSONL caption records")
     c.add_argument("--fields", nargs="+", help="caption fields, in order (captions 1 and 2 form the pair)")
     c.add_argument("--limit", type=positive_int, help="use only the first N records")
-    c.add_argument("--pooling", choices=POOLINGS)
+    c.add_argument("--pooling", choices=tuple(POOLINGS))
     c.add_argument("--instruction", help="instruction prepended to every caption (attended, not pooled)")
     c.add_argument("--causal", action="store_true", help="causal instead of bidirectional attention")
     c.add_argument("--max-length", type=positive_int)
@@ -101,17 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="a ~2-minute smoke version")
     p.set_defaults(run=_demo)
     return parser
-
-
-def positive_int(text: str) -> int:
-    """An argparse type for counts: a whole number >= 1 (argparse names the option)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _add_training_command(sub, name: str, help_text: str, example: str, run) -> None:

@@ -7,6 +7,9 @@ batch, and, with DDP's gradient averaging, so do the gradients (see distributed.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -73,3 +76,19 @@ def siglip_loss(
     n = image.shape[0]
     labels = 2 * torch.eye(n, device=logits.device, dtype=logits.dtype) - 1
     return -F.logsigmoid(labels * logits).sum() / n
+
+
+@dataclass(frozen=True)
+class ImageTextLoss:
+    """A stage-2 contrastive loss as `train.loss` names it: `fn(image, text, logit_scale,
+    logit_bias)`, and whether the model trains a logit bias for it (`model.logit_bias_init`)."""
+
+    fn: Callable[..., torch.Tensor]
+    learns_bias: bool
+
+
+# the one list of stage-2 losses: the config validates `train.loss` against its keys
+LOSSES = {
+    "clip": ImageTextLoss(clip_loss, learns_bias=False),
+    "siglip": ImageTextLoss(siglip_loss, learns_bias=True),
+}

@@ -32,6 +32,7 @@ from .adaptor import build_adaptor
 from .atomic_file import atomic_write_bytes, atomic_write_text
 from .multi_encoder import (IMAGE_SPACES, TERMS, MultiEncoderHeads, check_terms, default_inference_term,
                             needs_clip_text)
+from .text_embeddings import TextEmbeddings
 from .vision import load_vision_tower
 
 CONFIG_FILE = "llm2clip.json"
@@ -121,10 +122,18 @@ class LLM2CLIP(nn.Module):
         space = TERMS[self._term(term)][1]
         return self.text_spaces(embeddings, [space])[space]
 
-    def encode_text(self, texts: list[str], batch_size: int = 32, term: str | None = None) -> torch.Tensor:
+    def encode_text(self, texts: list[str], batch_size: int = 32, term: str | None = None) -> TextEmbeddings:
+        """Texts through the caption encoder and the `term`'s text head; `.truncated`: how
+        many the caption encoder cut to `max_text_tokens`."""
         if self.caption_encoder is None:
             raise ValueError("this model has no caption encoder: load one, or use encode_text_embeddings")
-        return self.encode_text_embeddings(self.caption_encoder.encode(list(texts), batch_size=batch_size), term)
+        encoded = self.caption_encoder.encode(list(texts), batch_size=batch_size)
+        return TextEmbeddings.of(self.encode_text_embeddings(encoded.embeddings, term), encoded.truncated)
+
+    @property
+    def max_text_tokens(self) -> int | None:
+        """The caption encoder's input limit (None without a caption encoder)."""
+        return None if self.caption_encoder is None else self.caption_encoder.max_tokens
 
     def _term(self, term: str | None) -> str:
         term = term or self.inference_term

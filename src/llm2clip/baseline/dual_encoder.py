@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic_file import atomic_write_bytes, atomic_write_text
+from ..text_embeddings import TextEmbeddings
 from ..vision import load_vision_tower
 from .text_tower import CLIP_TEXT_TOKENS, EMBEDDED_MINILM, SentenceTextTower
 
@@ -61,10 +62,20 @@ class DualEncoder(nn.Module):
     def max_text_tokens(self) -> int:
         return self.text_tower.max_tokens
 
+    # the text side as a text encoder (text/protocol.py): the projected, normalised rows
     @property
-    def truncated_texts(self) -> int:
-        """Captions cut at `max_text_tokens` so far (reports say how many were)."""
-        return self.text_tower.num_truncated
+    def dim(self) -> int:
+        return self.embed_dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self.max_text_tokens
+
+    def identity(self) -> dict:
+        return {**self.sources, "embed_dim": self.embed_dim, "max_text_tokens": self.max_text_tokens}
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> TextEmbeddings:
+        return self.encode_text(texts, batch_size)
 
     @torch.no_grad()
     def image_features(self, images) -> torch.Tensor:
@@ -73,11 +84,14 @@ class DualEncoder(nn.Module):
         return self.image_tower(pixels.to(self.image_projection.weight.device))
 
     @torch.no_grad()
-    def text_features(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
+    def text_features(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> TextEmbeddings:
+        """The frozen text tower's features, with how many texts it cut at `max_text_tokens`."""
+        texts = list(texts)
         starts = range(0, len(texts), batch_size)
-        chunks = [self.text_tower(list(texts[s:s + batch_size]))
+        chunks = [self.text_tower.encode(texts[s:s + batch_size], batch_size)
                   for s in tqdm(starts, desc="text features", unit="batch", disable=not show_progress)]
-        return torch.cat(chunks) if chunks else torch.empty(0, self.text_tower.width)
+        features = torch.cat(chunks) if chunks else torch.empty(0, self.text_tower.width)
+        return TextEmbeddings.of(features, sum(chunk.truncated for chunk in chunks))
 
     # ----------------------------------------------------------------- the model
     def project_images(self, features: torch.Tensor) -> torch.Tensor:
@@ -89,8 +103,10 @@ class DualEncoder(nn.Module):
     def encode_image(self, images) -> torch.Tensor:
         return self.project_images(self.image_features(images))
 
-    def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        return self.project_texts(self.text_features(texts, batch_size))
+    def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> TextEmbeddings:
+        """Texts -> normalised [N, embed_dim] rows, with how many were cut at `max_text_tokens`."""
+        features = self.text_features(texts, batch_size)
+        return TextEmbeddings.of(self.project_texts(features.embeddings), features.truncated)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         return self.text_tower.tokenize(texts)

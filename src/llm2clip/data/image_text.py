@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..errors import DataError
 from .batch_plan import BatchPlan
 from .caption_choice import CaptionChoice, drawable_captions
-from .errors import DataError
 from .image_paths import resolve_image_path
 from .records import CaptionRecord
 

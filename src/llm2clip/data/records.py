@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .errors import DataError
+from ..errors import DataError
 from .read_stats import ReadStats
 from .text_file import has_bad_bytes, read_text
 

@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 from .read_stats import ReadStats
 from .records import iter_jsonl
 

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..errors import DataError
 from .caption_choice import CaptionChoice, drawable_captions
-from .errors import DataError
 from .image_text import collate_samples
 from .records import CaptionRecord
 

@@ -76,10 +76,11 @@ class CaptionEncoderModel:
     """A caption encoder as an eval model (text only: CRA)."""
 
     def __init__(self, encoder):
-        self.caption_encoder = encoder  # eval/models.py reads its truncation count and limit
+        self.caption_encoder = encoder
+        self.max_text_tokens = encoder.max_tokens
 
     def encode_text(self, texts, batch_size: int = 32):
-        return self.caption_encoder.encode(list(texts), batch_size=batch_size)
+        return self.caption_encoder.encode(list(texts), batch_size=batch_size)  # TextEmbeddings
 
 
 def _caption_encoder_loader(encoder_dir: str):

@@ -8,9 +8,10 @@
 See writer.py (keys, plan, ranks, resume) and store.py (the files on disk).
 """
 from ..text.tokenization import padding_fraction, plan_length_batches
+from .errors import IncompleteStoreError, StoreError, StoreMismatchError
 from .identity import expected_identity_of_folder, identity_differences, store_identity
 from .quantize import DTYPES
-from .store import EmbeddingStore, IncompleteStoreError, StoreError, StoreMismatchError
+from .store import EmbeddingStore
 from .writer import finalize_embedding_store, write_embedding_store
 
 __all__ = [

@@ -22,13 +22,17 @@ agree (`agree_across_ranks`), so every rank stops if any rank found a mismatch.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from .. import distributed as dist_utils
 from ..data.records import field_matches
-from .store import EmbeddingStore, StoreMismatchError, text_hashes_of
+from .errors import StoreMismatchError
+from .text_hash import text_hashes_of
+
+if TYPE_CHECKING:  # store.py calls this module: import the type for annotations only
+    from .store import EmbeddingStore
 
 CHUNK = 65_536  # captions compared per vectorised step
 SHOWN = 5  # mismatches named in the error

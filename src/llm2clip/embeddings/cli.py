@@ -13,13 +13,12 @@ import json
 import logging
 import os
 
+from ..arg_types import positive_int
 from ..choices import PRECISIONS
 from .quantize import DTYPES
 
 
 def add_embed_parser(subparsers) -> argparse.ArgumentParser:
-    from ..cli import positive_int
-
     p = subparsers.add_parser("embed", help="store the caption encoder's embeddings of every caption (offline stage 2)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="caption encoder: stage-1 folder, embedded name, HF id or path")

@@ -36,47 +36,24 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..data.errors import DataError
+from .errors import IncompleteStoreError, StoreError, StoreMismatchError
 from .identity import identity_differences
 from .quantize import dequantize
+from .text_hash import TEXT_HASH_BYTES, text_hash
 
 FORMAT = "llm2clip-embedding-store"
 FORMAT_VERSION = 1
 MANIFEST = "store.json"
 PLAN = "plan.json"
 META_KEY = "llm2clip"
-TEXT_HASH_BYTES = 16
 _MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 _NUMPY_DTYPES = {"F16": np.float16, "BF16": np.uint16, "F32": np.float32, "I8": np.int8, "U8": np.uint8}
 _RESUME_HINT = "rerun `llm2clip embed` with the same arguments to resume"
 
 
-class StoreError(DataError):
-    """An embedding store that cannot be used; the message names the folder/shard."""
-
-
-class StoreMismatchError(StoreError):
-    """A store written by another encoder, or for other captions, than the caller expects."""
-
-
-class IncompleteStoreError(StoreError):
-    """A store whose writing has not finished (missing shards or manifest)."""
-
-
 # ------------------------------------------------------------------ shared format
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
-
-
-def text_hash(caption: str) -> bytes:
-    """What a row remembers of its caption: enough to notice any change of text."""
-    return hashlib.sha256(caption.encode("utf-8")).digest()[:TEXT_HASH_BYTES]
-
-
-def text_hashes_of(captions: Sequence[str]) -> np.ndarray:
-    """uint8 [n, TEXT_HASH_BYTES]: `text_hash` of each caption, as one array."""
-    hashes = b"".join(map(text_hash, captions))
-    return np.frombuffer(hashes, dtype=np.uint8).reshape(len(captions), TEXT_HASH_BYTES)
 
 
 def plan_digest(rows: Iterable[tuple[str, str, bytes]]) -> str:

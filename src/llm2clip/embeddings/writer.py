@@ -41,12 +41,16 @@ import torch
 
 from .. import distributed as dist_utils
 from ..atomic_file import atomic_write_bytes
-from ..data.errors import DataError
 from ..data.records import field_matches
-from .identity import canonical_json, identity_differences, identity_digest, store_identity
+from ..errors import DataError
+from ..text.fingerprint import canonical_json
+from ..text.identity import store_identity
+from .errors import IncompleteStoreError, StoreMismatchError
+from .identity import identity_differences, identity_digest
 from .quantize import check_dtype, quantize
-from .store import (FORMAT, FORMAT_VERSION, MANIFEST, META_KEY, PLAN, IncompleteStoreError, ShardFile,
-                    StoreMismatchError, plan_digest, read_json, shard_name, shard_problem, text_hash)
+from .store import (FORMAT, FORMAT_VERSION, MANIFEST, META_KEY, PLAN, ShardFile, plan_digest, read_json, shard_name,
+                    shard_problem)
+from .text_hash import text_hash
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +244,9 @@ def _write_my_shards(encoder, plan: StorePlan, body: dict[str, Any], out: Path, 
                      batch_size: int, show_progress: bool) -> None:
     from tqdm.auto import tqdm
 
-    was_training, truncated_before = encoder.training, encoder.num_truncated
+    was_training = encoder.training
     encoder.eval()  # frozen: no dropout, the numbers stage 2 online_frozen would compute
-    reused = 0
+    reused, truncated = 0, 0
     try:
         for k in tqdm(mine, desc="embed", unit="shard", disable=not show_progress):
             planned = body["shards"][k]
@@ -250,15 +254,15 @@ def _write_my_shards(encoder, plan: StorePlan, body: dict[str, Any], out: Path, 
                 reused += 1
                 continue
             rows = plan.shards[k]
-            embeddings = encoder.encode([e.text for e in rows], batch_size=batch_size)
-            write_shard(out / shard_name(k), shard_tensors(rows, embeddings, plan.dtype),
+            encoded = encoder.encode([e.text for e in rows], batch_size=batch_size)
+            truncated += encoded.truncated
+            write_shard(out / shard_name(k), shard_tensors(rows, encoded.embeddings, plan.dtype),
                         _shard_meta(k, rows, planned, body))
     finally:
         encoder.train(was_training)
-    truncated = encoder.num_truncated - truncated_before
     if truncated:
         log.warning("%d captions were longer than max_length=%d tokens and were truncated",
-                    truncated, encoder.settings.max_length)
+                    truncated, encoder.max_tokens)
     log.info("%s: %d shard(s) of this rank written, %d already done", out, len(mine) - reused, reused)
 
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 from ..choices import DEVICES
 from ..config import check_config, setting
+from .datasets import RETRIEVAL_READERS
 from .linear_probe import SOLVERS
 
 MODEL_KINDS = ("llm2clip", "hf_clip", "dual_encoder")
-RETRIEVAL_KINDS = ("karpathy", "sharegpt4v", "urban1k", "docci", "xm3600", "jsonl", "csv")
+RETRIEVAL_KINDS = tuple(RETRIEVAL_READERS)  # the readers' registry is the one list
 BENCHMARK_KINDS = RETRIEVAL_KINDS + ("zeroshot", "linear_probe", "cra")
 
 

@@ -1,7 +1,8 @@
 """The models an evaluation compares, behind one small interface.
 
 Every model gives `encode_image(list of PIL images)` and `encode_text(list[str],
-batch_size=...)`, both L2-normalised [N, D]. LLM2CLIP folders, HF CLIP/SigLIP models
+batch_size=...)`, both L2-normalised [N, D], the text side's result saying how many texts
+it cut to `max_text_tokens` (text/protocol.py). LLM2CLIP folders, HF CLIP/SigLIP models
 (the baseline: the original text tower) and the demo's DualEncoder all qualify.
 """
 from __future__ import annotations
@@ -45,19 +46,9 @@ def model_fingerprint(spec: ModelSpec) -> str:
     return digest.hexdigest()
 
 
-def truncated_count(model) -> int:
-    """Captions cut to the text tower's limit so far (77 tokens for CLIP)."""
-    encoder = getattr(model, "caption_encoder", None)
-    if encoder is not None:
-        return encoder.num_truncated
-    return int(getattr(model, "truncated_texts", 0))
-
-
 def text_limit(model) -> int | None:
-    encoder = getattr(model, "caption_encoder", None)
-    if encoder is not None:
-        return encoder.settings.max_length
-    return getattr(model, "max_text_tokens", None)
+    """The longest text the model reads, in tokens (77 for CLIP)."""
+    return model.max_text_tokens
 
 
 @torch.no_grad()
@@ -72,6 +63,5 @@ def encode_images(model, paths: Sequence[str | os.PathLike], batch_size: int, de
 @torch.no_grad()
 def encode_texts(model, texts: Sequence[str], batch_size: int) -> tuple[torch.Tensor, int]:
     """(embeddings, how many of these texts the model truncated)."""
-    before = truncated_count(model)
-    embeddings = model.encode_text(list(texts), batch_size=batch_size).float().cpu()
-    return embeddings, truncated_count(model) - before
+    encoded = model.encode_text(list(texts), batch_size=batch_size)
+    return encoded.embeddings.float().cpu(), encoded.truncated

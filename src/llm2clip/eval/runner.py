@@ -77,7 +77,7 @@ def evaluate(models: list[EvalModel], benchmarks: list[LoadedBenchmark], cache: 
 
 # ------------------------------------------------------------------ reading
 def load_benchmark(spec: BenchmarkSpec, skip_missing: bool) -> list[LoadedBenchmark]:
-    from . import benchmarks as readers
+    from . import datasets as readers
 
     options = dict(image_root=spec.image_root, skip_missing=skip_missing, limit=spec.limit)
     if spec.kind == "xm3600":

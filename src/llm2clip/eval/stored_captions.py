@@ -14,6 +14,7 @@ import torch
 
 from ..data.records import field_matches
 from ..embeddings import EmbeddingStore
+from ..text_embeddings import TextEmbeddings
 
 
 class StoredCaptionModel:
@@ -30,11 +31,18 @@ class StoredCaptionModel:
                 if field_matches(source, fields):
                     self._key.setdefault(text.strip(), (str(record.id), source))
 
+    @property
+    def max_text_tokens(self) -> int | None:
+        """The caption encoder's limit, as the store's identity records it."""
+        identity = self.store.manifest.get("identity", {})
+        settings = identity.get("settings", identity)
+        return settings.get("max_length") or settings.get("max_tokens")
+
     def encode_image(self, images) -> torch.Tensor:
         return self.model.encode_image(images)
 
     @torch.no_grad()
-    def encode_text(self, texts: Sequence[str], batch_size: int | None = None) -> torch.Tensor:
+    def encode_text(self, texts: Sequence[str], batch_size: int | None = None) -> TextEmbeddings:
         # batch_size is the eval interface's; a lookup runs the head once over all rows
         missing = [t for t in texts if t.strip() not in self._key]
         if missing:
@@ -42,4 +50,5 @@ class StoredCaptionModel:
                            f"e.g. {missing[0][:80]!r}")
         keys = [self._key[t.strip()] for t in texts]
         stored = self.store.get_many([k[0] for k in keys], [k[1] for k in keys])
-        return self.model.encode_text_embeddings(torch.from_numpy(stored))
+        # a caption cut at embed time was counted and logged by the store's writer then
+        return TextEmbeddings.of(self.model.encode_text_embeddings(torch.from_numpy(stored)), 0)

@@ -8,7 +8,6 @@ LoRA adapter (pointing back to its base model) or a full HF model folder.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import warnings
@@ -23,14 +22,16 @@ from tqdm.auto import tqdm
 
 from ..atomic_file import atomic_write_text
 from ..safe_loading import require_safetensors
+from .encoder_folder import SETTINGS_FILE, read_encoder_folder, settings_file_text
+from .fingerprint import fingerprint_tensors
 from .model_names import resolve_llm
 from .pooling import pool
+from .protocol import TextEmbeddings
 from .settings import EncoderSettings, LoraSettings
 from .tokenization import CaptionTokenizer, TokenizedCaption, plan_length_batches
 
 log = logging.getLogger(__name__)
 
-SETTINGS_FILE = "caption_encoder.json"
 _UNSET: Any = object()  # distinguishes "not given" from an explicit None
 
 
@@ -45,7 +46,9 @@ class CaptionEncoder(nn.Module):
         self.lm_head = lm_head  # only for the MNTP objective; frozen (see _load_llm)
         self.padding_side = "right"
         self.autocast_dtype: torch.dtype | None = None
-        self.num_truncated = 0  # captions cut to max_length since creation
+        # captions cut to max_length by `tokenize` (the training batches) since creation;
+        # `encode` reports its own count in its result instead
+        self.num_truncated = 0
         self._tokenize = CaptionTokenizer(tokenizer, settings.instruction, settings.max_length)
         self.set_bidirectional(settings.bidirectional)
 
@@ -75,7 +78,7 @@ class CaptionEncoder(nn.Module):
         path = str(path)
         options = dict(pooling=pooling, bidirectional=bidirectional, instruction=instruction, max_length=max_length)
         given = {k: v for k, v in options.items() if v is not _UNSET}
-        saved = _read_saved_settings(path)
+        saved = read_encoder_folder(path)
         load_kwargs = {"dtype": _as_dtype(dtype), "trust_remote_code": trust_remote_code, "use_safetensors": True}
         require_safetensors(path)
         if saved is None:
@@ -86,10 +89,9 @@ class CaptionEncoder(nn.Module):
             if lora is not None:
                 model = _add_lora(model, lora)
         else:
-            fmt = saved.pop("format")
-            settings = EncoderSettings(**{**saved, **given})
+            settings = EncoderSettings(**{**saved.settings, **given})
             tokenizer = _load_tokenizer(path, trust_remote_code)
-            if fmt == "adapter":
+            if saved.format == "adapter":
                 if LoraSettings.coerce(lora) is not None:
                     raise ValueError(f"{path} already holds a LoRA adapter; do not pass lora=")
                 from peft import PeftModel
@@ -145,18 +147,23 @@ class CaptionEncoder(nn.Module):
         return int(self.base_config.hidden_size)
 
     @property
+    def max_tokens(self) -> int:
+        """The longest tokenised input (instruction and EOS included); `settings.max_length`."""
+        return self.settings.max_length
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     # ---------------------------------------------------------------- encoding
     def tokenize_one(self, caption: str) -> TokenizedCaption:
-        item = self._tokenize(caption)
-        self.num_truncated += int(item.truncated)
-        return item
+        return self._tokenize(caption)
 
     def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        """Captions -> a padded batch for `forward` (counts truncations)."""
-        return self._tokenize.collate([self.tokenize_one(c) for c in captions], self.padding_side)
+        """Captions -> a padded batch for `forward` (adds its truncations to `num_truncated`)."""
+        items = [self._tokenize(c) for c in captions]
+        self.num_truncated += sum(item.truncated for item in items)
+        return self._tokenize.collate(items, self.padding_side)
 
     def collate(self, items: list[TokenizedCaption]) -> dict[str, torch.Tensor]:
         return self._tokenize.collate(items, self.padding_side)
@@ -177,8 +184,9 @@ class CaptionEncoder(nn.Module):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     @torch.no_grad()
-    def encode(self, captions: list[str], batch_size: int = 32, show_progress: bool = False) -> torch.Tensor:
-        """Captions -> [N, D] float32 L2-normalised embeddings on CPU, in input order.
+    def encode(self, captions: list[str], batch_size: int = 32, show_progress: bool = False) -> TextEmbeddings:
+        """Captions -> [N, D] float32 L2-normalised embeddings on CPU, in input order, with
+        `.truncated`: how many of them were cut to `max_tokens`.
 
         Captions are batched by token length (little padding); results do not depend on
         the batching.
@@ -188,8 +196,8 @@ class CaptionEncoder(nn.Module):
         for i, caption in enumerate(captions):
             if not isinstance(caption, str) or not caption.strip():
                 raise ValueError(f"caption {i} is empty or not a string: {caption!r}")
-        before = self.num_truncated
-        items = [self.tokenize_one(c) for c in captions]
+        items = [self._tokenize(c) for c in captions]
+        truncated = sum(item.truncated for item in items)
         batches = plan_length_batches([len(item.input_ids) for item in items], batch_size)
         out = torch.empty((len(items), self.dim), dtype=torch.float32)
         was_training = self.training
@@ -200,10 +208,10 @@ class CaptionEncoder(nn.Module):
                 out[rows] = F.normalize(self(**batch).float(), dim=-1).cpu()
         finally:
             self.train(was_training)
-        if self.num_truncated > before:
+        if truncated:
             log.warning("%d of %d captions were longer than max_length=%d tokens and were truncated",
-                        self.num_truncated - before, len(captions), self.settings.max_length)
-        return out
+                        truncated, len(captions), self.settings.max_length)
+        return TextEmbeddings.of(out, truncated)
 
     # ---------------------------------------------------------------- saving
     def save_pretrained(self, directory: str | os.PathLike, merge: bool = False) -> None:
@@ -219,8 +227,7 @@ class CaptionEncoder(nn.Module):
             model.save_pretrained(directory)
             fmt = "full"
         self.tokenizer.save_pretrained(directory)
-        meta = {"format": fmt, **self.settings.to_dict()}
-        atomic_write_text(directory / SETTINGS_FILE, json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(directory / SETTINGS_FILE, settings_file_text(fmt, self.settings.to_dict()))
 
     def identity(self) -> dict[str, Any]:
         return self.settings.identity()
@@ -232,10 +239,8 @@ class CaptionEncoder(nn.Module):
 
         Two stage-1 runs from the same base therefore get different fingerprints, and a
         saved folder's fingerprint can be computed from its files without loading the LLM
-        (`llm2clip.embeddings.expected_identity_of_folder`).
+        (`text/identity.py: expected_identity_of_folder`).
         """
-        from ..embeddings.identity import fingerprint_tensors
-
         if self.has_lora:
             from peft import get_peft_model_state_dict
 
@@ -246,19 +251,6 @@ class CaptionEncoder(nn.Module):
 
 
 # -------------------------------------------------------------------- helpers
-def _read_saved_settings(path: str) -> dict[str, Any] | None:
-    file = Path(path) / SETTINGS_FILE
-    if not file.is_file():
-        return None
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{file}: unreadable caption-encoder settings: {err}") from None
-    if data.get("format") not in ("adapter", "full"):
-        raise ValueError(f"{file}: 'format' must be 'adapter' or 'full', got {data.get('format')!r}")
-    return data
-
-
 def _as_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if dtype is None:
         return torch.float32

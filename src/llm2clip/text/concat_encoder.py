@@ -32,6 +32,8 @@ from torch import nn
 
 from ..atomic_file import atomic_write_text
 from .caption_encoder import CaptionEncoder
+from .fingerprint import fingerprint_tensors
+from .protocol import TextEmbeddings
 
 CONCAT_FILE = "concat_encoder.json"
 CLIP_PREFIX = "clip_"  # tokenised CLIP-side inputs travel in the same batch dict under this prefix
@@ -82,32 +84,26 @@ class ConcatTextEncoder(nn.Module):
         return self.llm.settings
 
     @property
-    def num_truncated(self) -> int:
-        """The LLM side's truncations (the CLIP side cuts at 77 by design; see clip_truncated)."""
-        return self.llm.num_truncated
-
-    @property
-    def clip_truncated(self) -> int:
-        return self.clip_text.truncated_texts
-
-    @property
     def has_lora(self) -> bool:
         return self.llm.has_lora
 
     @property
     def dim(self) -> int:
-        return self.llm.dim + self.clip_text.embed_dim
+        return self.llm.dim + self.clip_text.dim
+
+    @property
+    def max_tokens(self) -> int:
+        """The LLM side's limit (the CLIP side reads its first 77 tokens by design)."""
+        return self.llm.max_tokens
 
     @property
     def device(self) -> torch.device:
         return self.llm.device
 
     def identity(self) -> dict[str, Any]:
-        return {**self.llm.identity(), "concat_clip_text": self.clip_source, "concat_clip_dim": self.clip_text.embed_dim}
+        return {**self.llm.identity(), "concat_clip_text": self.clip_source, "concat_clip_dim": self.clip_text.dim}
 
     def weights_fingerprint(self) -> str:
-        from ..embeddings.identity import fingerprint_tensors
-
         clip = fingerprint_tensors({}, self.clip_text.state_dict())
         return hashlib.sha256(f"{self.llm.weights_fingerprint()}|{clip}".encode()).hexdigest()
 
@@ -125,10 +121,13 @@ class ConcatTextEncoder(nn.Module):
         return torch.cat([F.normalize(self.llm(**batch).float(), dim=-1), clip.to(self.device)], dim=-1)
 
     @torch.no_grad()
-    def encode(self, captions: list[str], batch_size: int = 32, show_progress: bool = False) -> torch.Tensor:
-        """Captions -> [N, dim] on CPU: the LLM's embedding ‖ the CLIP text embedding (each unit norm)."""
+    def encode(self, captions: list[str], batch_size: int = 32, show_progress: bool = False) -> TextEmbeddings:
+        """Captions -> [N, dim] on CPU: the LLM's embedding ‖ the CLIP text embedding (each
+        unit norm). `.truncated` counts the LLM side's cuts: the CLIP side reads a caption's
+        first 77 tokens by design, as the original CLIP does."""
         llm = self.llm.encode(captions, batch_size=batch_size, show_progress=show_progress)
-        return torch.cat([llm, self.clip_text.encode_text(captions, batch_size=batch_size).float().cpu()], dim=-1)
+        clip = self.clip_text.encode(captions, batch_size=batch_size).embeddings.float().cpu()
+        return TextEmbeddings.of(torch.cat([llm.embeddings, clip], dim=-1), llm.truncated)
 
 
 def make_concat_encoder(llm: str | os.PathLike, clip_text: str | os.PathLike,

@@ -1,7 +1,8 @@
 """Pooling token states into one caption embedding.
 
 `pool_mask` marks the caption's own tokens (not the instruction, not special tokens);
-`attention_mask` marks every real (non-pad) token.
+`attention_mask` marks every real (non-pad) token. `POOLINGS` (at the end) names each
+pooling: the settings, the stage-1 config and the CLI accept exactly its keys.
 """
 from __future__ import annotations
 
@@ -10,14 +11,9 @@ import torch
 
 def pool(hidden: torch.Tensor, pool_mask: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
     """[B, T, D] token states -> [B, D] float32 embeddings."""
-    hidden = hidden.float()
-    if how == "mean":
-        return mean_pool(hidden, pool_mask)
-    if how == "weighted_mean":
-        return weighted_mean_pool(hidden, pool_mask)
-    if how == "last":
-        return last_token_pool(hidden, attention_mask)
-    raise ValueError(f"unknown pooling {how!r}")
+    if how not in POOLINGS:
+        raise ValueError(f"unknown pooling {how!r}; one of {', '.join(POOLINGS)}")
+    return POOLINGS[how](hidden.float(), pool_mask, attention_mask)
 
 
 def mean_pool(hidden: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
@@ -40,3 +36,11 @@ def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     last = (positions * attention_mask.long()).argmax(1)
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+# name -> pooling of (float token states, pool_mask, attention_mask); the one list of poolings
+POOLINGS = {
+    "mean": lambda hidden, pool_mask, attention_mask: mean_pool(hidden, pool_mask),
+    "last": lambda hidden, pool_mask, attention_mask: last_token_pool(hidden, attention_mask),
+    "weighted_mean": lambda hidden, pool_mask, attention_mask: weighted_mean_pool(hidden, pool_mask),
+}

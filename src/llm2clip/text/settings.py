@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..choices import POOLINGS
 from ..config import setting
+from .pooling import POOLINGS
 
 PADDING_SIDES = ("right", "left")
 # The paper's LoRA targets: every attention and MLP projection of a Llama-style block.
@@ -56,7 +56,7 @@ class EncoderSettings:
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+            raise ValueError(f"pooling must be one of {tuple(POOLINGS)}, got {self.pooling!r}")
         if int(self.max_length) < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
         if self.instruction is not None and not self.instruction.strip():

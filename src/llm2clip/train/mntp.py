@@ -27,12 +27,16 @@ def mask_caption_tokens(batch: dict[str, torch.Tensor], mask_id: int, probabilit
     return torch.where(chosen, torch.full_like(ids, mask_id), ids), labels
 
 
-def mntp_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
-    """Cross-entropy of token i predicted from the state at i-1, over masked tokens only."""
+def mntp_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module,
+              masked_in_batch: int | None = None) -> torch.Tensor:
+    """Cross-entropy of token i predicted from the state at i-1, averaged over the masked
+    tokens; given `masked_in_batch`, these rows' share of the mean over a larger batch."""
     shifted = labels[:, 1:]
     rows = shifted != IGNORE
     logits = lm_head(hidden[:, :-1][rows])
-    return F.cross_entropy(logits.float(), shifted[rows])
+    if masked_in_batch is None:
+        return F.cross_entropy(logits.float(), shifted[rows])
+    return F.cross_entropy(logits.float(), shifted[rows], reduction="sum") / masked_in_batch
 
 
 def mask_token_id(tokenizer) -> int:

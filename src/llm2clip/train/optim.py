@@ -24,10 +24,11 @@ def build_schedule(optimizer, name: str, warmup_steps: int, total_steps: int):
     return get_scheduler(hf_name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=max(total_steps, 1))
 
 
-def decay_groups(named_params, lr: float, weight_decay: float) -> list[dict]:
-    """Two groups: weights with decay, and biases/norms (1-D) without, as is customary."""
+def decay_groups(params, lr: float, weight_decay: float) -> list[dict]:
+    """Two groups of the trainable `params`: weights with decay, and biases/norms (1-D)
+    without, as is customary."""
     decay, no_decay = [], []
-    for _, param in named_params:
+    for param in params:
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
     return [

@@ -1,8 +1,7 @@
-"""What both training stages share: the Accelerator, logging set-up, output folders."""
+"""What starts a training run of either stage: the Accelerator, logging set-up, the output folder."""
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -92,21 +91,3 @@ def _diff(a: Any, b: Any, ignore: set[str], prefix: str = "") -> list[str]:
         return [d for k in keys if f"{prefix}{k}" not in ignore
                 for d in _diff(a.get(k), b.get(k), ignore, f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
-
-
-def check_finite(value: float, step: int, out: Path) -> None:
-    if not math.isfinite(value):
-        good = list_checkpoints(out / "checkpoints")
-        where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
-        raise TrainingError(f"the loss became {value} at step {step}; stopping before the update ({where}). "
-                            f"Lower the learning rate or check the data, then --resume.")
-
-
-def apply_update(accelerator, params, optimizer, scheduler, grad_clip: float) -> float | None:
-    """Clip (when grad_clip > 0), step the optimizer and schedule, clear the gradients;
-    returns the gradient norm before clipping (None without clipping)."""
-    grad_norm = accelerator.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else None
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(grad_norm) if grad_norm is not None else None

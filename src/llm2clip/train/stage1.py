@@ -9,27 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from .. import distributed as dist_utils
 from ..atomic_file import atomic_folder
 from ..data.pair_schedule import PairSchedule
 from ..data.records import read_caption_records
 from ..data.text_pairs import read_text_pairs
 from ..eval.cra import cra_for_encoder
 from ..text import CaptionEncoder
+from .loop import Run, Stage, StepResult, Training, start_run
 from .metrics_log import MetricsLog
-from .optim import build_adamw, build_schedule, decay_groups, total_steps
-from .runtime import apply_update, check_finite, make_accelerator, prepare_output, setup_logging
+from .optim import decay_groups, total_steps
 from .stage1_config import Stage1Config
 from .stage1_objective import Stage1Objective
-from .training_state import restore_training_state, save_training_state
 
 log = logging.getLogger("llm2clip.stage1")
 
@@ -65,99 +60,65 @@ def run_cra(encoder: CaptionEncoder, cfg: Stage1Config) -> dict[str, Any] | None
     """Caption retrieval accuracy on the configured held-out records (main process)."""
     if not cfg.eval.cra:
         return None
-    counted = encoder.num_truncated  # evaluation captions do not count as training truncations
-    try:
-        return cra_for_encoder(encoder, cfg.eval.cra, fields=cfg.eval.cra_fields, limit=cfg.eval.cra_limit,
-                               batch_size=cfg.eval.batch_size)
-    finally:
-        encoder.num_truncated = counted
+    return cra_for_encoder(encoder, cfg.eval.cra, fields=cfg.eval.cra_fields, limit=cfg.eval.cra_limit,
+                           batch_size=cfg.eval.batch_size)
 
 
 def train_stage1(cfg: Stage1Config, resume: bool = False,
                  config_file: str | None = None) -> dict[str, Any]:
     """Run stage 1 end to end; returns a summary (final paths, CRA before/after, steps)."""
-    cfg.validate()
+    run = start_run(cfg, resume, config_file)
     t = cfg.train
-    accelerator = make_accelerator(t.precision, t.device)
-    main = accelerator.is_main_process
-    setup_logging(main)
-    out = prepare_output(t.output_dir, cfg, resume, main, config_file)
-    torch.manual_seed(t.seed)
-    schedule = build_schedule_for(cfg, accelerator.num_processes)
+    schedule = build_schedule_for(cfg, run.accelerator.num_processes)
     steps = total_steps(t.max_steps, t.epochs, schedule.steps_per_epoch, t.grad_accum)
-    encoder = load_encoder(cfg).to(accelerator.device)
+    encoder = load_encoder(cfg).to(run.accelerator.device)
     objective = Stage1Objective(encoder, t.temperature, t.mntp_weight,
                                 t.mntp_probability, with_negatives=schedule.has_negatives)
-    optimizer = build_adamw(decay_groups(encoder.named_parameters(), t.lr, t.weight_decay),
-                            t.lr, t.weight_decay)
-    scheduler = build_schedule(optimizer, t.schedule, t.warmup_steps, steps)
-    metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
-
-    start = _resume(out, encoder, optimizer, scheduler, metrics) if resume else 0
+    training = Training.build(run, CaptionPairs(cfg, run, objective, schedule),
+                              decay_groups(encoder.parameters(), t.lr, t.weight_decay), t.lr, t.weight_decay, steps)
+    if resume:
+        encoder.num_truncated = training.resume().get("truncated_captions", 0)
     cra_before = None
-    if start == 0 and main:
+    if training.start == 0 and run.main:
         cra_before = run_cra(encoder, cfg)
         if cra_before:
             log.info("CRA before training: %s", cra_before)
-            metrics.write({"step": 0, "cra_before": cra_before})
-    model, optimizer = accelerator.prepare(objective, optimizer)
-    _train_loop(cfg, accelerator, model, encoder, optimizer, scheduler, schedule, metrics, out, start, steps)
+            run.metrics.write({"step": 0, "cra_before": cra_before})
+    training.fit()
 
-    summary: dict[str, Any] = {"steps": steps, "output_dir": str(out), "truncated_captions": encoder.num_truncated}
-    if main:
-        summary.update(_finish(cfg, encoder, out, metrics, cra_before))
-    dist_utils.barrier()
-    accelerator.end_training()
+    summary: dict[str, Any] = {"steps": steps, "output_dir": str(run.out), "truncated_captions": encoder.num_truncated}
+    if run.main:
+        summary.update(_finish(cfg, encoder, run.out, run.metrics, cra_before))
+    run.end()
     return summary
 
 
-def _resume(out: Path, encoder, optimizer, scheduler, metrics: MetricsLog) -> int:
-    step, state = restore_training_state(out, encoder, optimizer, scheduler, [metrics])
-    encoder.num_truncated = state.get("truncated_captions", 0)
-    return step
+class CaptionPairs(Stage):
+    """Stage 1 for the loop: batches of caption pairs from the deterministic PairSchedule."""
+    name = "stage1"
 
+    def __init__(self, cfg: Stage1Config, run: Run, objective: Stage1Objective, schedule: PairSchedule):
+        self.cfg, self.run, self.objective, self.schedule = cfg, run, objective, schedule
+        self.saved = objective.encoder
 
-def _train_loop(cfg, accelerator, model, encoder, optimizer, scheduler, schedule, metrics, out, start, steps):
-    t = cfg.train
-    trainable = [p for p in encoder.parameters() if p.requires_grad]
-    rank, world = accelerator.process_index, accelerator.num_processes
-    model.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="stage1", unit="step",
-               disable=not accelerator.is_main_process)
-    for step in bar:
-        began = time.perf_counter()
-        parts: dict[str, float] = {}
-        for micro in range(t.grad_accum):
-            index = step * t.grad_accum + micro
-            # MNTP masks depend only on (seed, micro-step, rank): identical after a resume
-            generator = torch.Generator().manual_seed((t.seed * 1_000_003 + index) * 1_009 + rank)
-            batch = objective_of(model).make_batch(schedule.local_batch(index, rank, world), generator)
-            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            sync = nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(model)
-            with sync:
-                out_losses = model(**batch)
-                accelerator.backward(out_losses["loss"] / t.grad_accum)
-            for key, value in out_losses.items():
-                parts[key] = parts.get(key, 0.0) + value.item() / t.grad_accum
-        check_finite(parts["loss"], step, out)
-        grad_norm = apply_update(accelerator, trainable, optimizer, scheduler, t.grad_clip)
-        elapsed = time.perf_counter() - began
-        pairs = t.batch_size * world * t.grad_accum
-        row = {"step": step + 1, "epoch": step * t.grad_accum // schedule.steps_per_epoch, **parts,
-               "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-               "pairs_per_s": pairs / elapsed, "truncated_captions": encoder.num_truncated}
-        metrics.write(row)
-        bar.set_postfix(loss=f"{parts['loss']:.4f}")
-        if (step + 1) % t.save_every == 0 or step + 1 == steps:
-            _save(out, step + 1, encoder, optimizer, scheduler, t.keep_checkpoints)
+    def micro_batch(self, step: int, index: int) -> tuple[dict[str, Any], int]:
+        rank, world = self.run.accelerator.process_index, self.run.accelerator.num_processes
+        # MNTP masks depend only on (seed, micro-step, rank): identical after a resume
+        generator = torch.Generator().manual_seed((self.cfg.train.seed * 1_000_003 + index) * 1_009 + rank)
+        examples = self.schedule.local_batch(index, rank, world)
+        batch = self.objective.make_batch(examples, generator)
+        device = self.run.accelerator.device
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, len(examples)
 
+    def log_row(self, result: StepResult) -> dict[str, Any]:
+        t = self.cfg.train
+        pairs = t.batch_size * self.run.accelerator.num_processes * t.grad_accum
+        return {"step": result.step, "epoch": (result.step - 1) * t.grad_accum // self.schedule.steps_per_epoch,
+                **result.means, "lr": result.lr, "grad_norm": result.grad_norm,
+                "pairs_per_s": pairs / result.seconds, "truncated_captions": self.objective.encoder.num_truncated}
 
-def objective_of(model) -> Stage1Objective:
-    return model.module if hasattr(model, "module") else model
-
-
-def _save(out: Path, step: int, encoder, optimizer, scheduler, keep: int) -> None:
-    save_training_state(out, step, encoder, optimizer, scheduler, keep, {"truncated_captions": encoder.num_truncated})
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {"truncated_captions": self.objective.encoder.num_truncated}
 
 
 def _finish(cfg: Stage1Config, encoder: CaptionEncoder, out: Path, metrics: MetricsLog, cra_before) -> dict:

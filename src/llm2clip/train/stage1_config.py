@@ -5,20 +5,20 @@ Each setting declares the values it accepts (`setting(...)`, checked by config.c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ..choices import DEVICES, POOLINGS, PRECISIONS, SCHEDULES, WEIGHT_DTYPES
-from ..config import ConfigError, check_config, setting
+from ..choices import WEIGHT_DTYPES
+from ..config import check_config, setting
+from ..text.pooling import POOLINGS
 from ..text.settings import LoraSettings
+from .run_settings import RunSettings
 
 PAPER_INSTRUCTION = "Given a caption, retrieve a similar relevant caption."
-MAX_SEED = 2**32 - 1  # per-step seeds are derived from it and must stay within 64 bits
 
 
 @dataclass
 class Stage1Model:
     name: str = "smollm2-135m"  # embedded short name, HF id, or folder
-    pooling: str = setting("mean", choices=POOLINGS)
+    pooling: str = setting("mean", choices=tuple(POOLINGS))
     bidirectional: bool = True
     instruction: str | None = PAPER_INSTRUCTION
     max_length: int = setting(512, at_least=2)
@@ -39,25 +39,13 @@ class Stage1Data:
 
 
 @dataclass
-class Stage1Train:
+class Stage1Train(RunSettings):
     output_dir: str = "runs/stage1"
-    batch_size: int = setting(32, at_least=1)  # caption pairs per process per micro-step
-    grad_accum: int = setting(1, at_least=1)  # micro-steps per optimiser step
-    epochs: int = setting(1, at_least=1)
-    max_steps: int | None = setting(None, at_least=1, null="train.epochs decide")  # optimiser steps
     lr: float = setting(2.0e-4, above=0)
     weight_decay: float = setting(0.0, at_least=0)
-    warmup_steps: int = setting(300, at_least=0)
-    schedule: str = setting("linear", choices=SCHEDULES)  # after warmup
     temperature: float = setting(0.02, above=0)
     mntp_weight: float = setting(0.0, at_least=0)  # > 0 adds masked next-token prediction
     mntp_probability: float = setting(0.2, above=0, below=1)  # share of caption tokens masked
-    grad_clip: float = setting(1.0, at_least=0)  # 0 disables
-    precision: str = setting("auto", choices=PRECISIONS)  # auto: bf16 on capable GPUs
-    device: str = setting("auto", choices=DEVICES)  # auto: the GPU if there is one
-    seed: int = setting(42, at_least=0, at_most=MAX_SEED)
-    save_every: int = setting(100, at_least=1)
-    keep_checkpoints: int = setting(2, at_least=0)  # 0 keeps every checkpoint
     save_merged: bool = False  # also write a merged plain-HF folder at the end
 
 
@@ -78,9 +66,5 @@ class Stage1Config:
 
     def validate(self) -> None:
         check_config(self)
-        model, out = Path(self.model.name).resolve(), Path(self.train.output_dir).resolve()
-        if model.exists() and (model == out or out in model.parents):
-            # a fresh run sets the folder's earlier outputs aside, and final/ is replaced at the end
-            raise ConfigError(f"model.name ({self.model.name}) lies inside train.output_dir "
-                              f"({self.train.output_dir}), which this run writes into; copy the model elsewhere "
-                              "or choose another train.output_dir")
+        self.train.check()
+        self.train.refuse_inside("model.name", self.model.name)

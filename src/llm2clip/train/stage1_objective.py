@@ -13,7 +13,8 @@ from torch import nn
 from ..data.pair_schedule import PairExample
 from ..losses import simcse_loss
 from ..text import CaptionEncoder
-from .mntp import mask_caption_tokens, mask_token_id, mntp_loss
+from .grad_cache import split_rows
+from .mntp import IGNORE, mask_caption_tokens, mask_token_id, mntp_loss
 
 
 class Stage1Objective(nn.Module):
@@ -41,16 +42,40 @@ class Stage1Objective(nn.Module):
             batch["mntp_input_ids"], batch["mntp_labels"] = masked, labels
         return batch
 
-    def forward(self, input_ids, attention_mask, position_ids, pool_mask, n_pairs: int,
-                mntp_input_ids=None, mntp_labels=None) -> dict[str, torch.Tensor]:
-        emb = F.normalize(self.encoder(input_ids, attention_mask, position_ids, pool_mask), dim=-1)
+    def forward(self, **inputs) -> dict[str, torch.Tensor]:
+        """The batch of `make_batch`: SimCSE over its rows (+ the weighted MNTP loss)."""
+        out = self.contrast(self.embed(inputs), inputs)
+        if self.mntp_weight > 0:
+            mntp = self.chunk_terms(inputs, inputs, whole=True)
+            out["mntp"], out["loss"] = mntp["mntp"], out["loss"] + mntp["loss"]
+        return out
+
+    # ---------------------------------------------------------- in pieces, for GradCache (grad_cache.py)
+    def split(self, inputs: dict, pieces: int) -> list[dict]:
+        """The batch's rows (anchors, positives, negatives alike) in `pieces` micro-batches."""
+        return split_rows({k: v for k, v in inputs.items() if k != "n_pairs"}, pieces)
+
+    def precompute(self, chunk: dict) -> dict:
+        return chunk  # the LLM trains: nothing is frozen
+
+    def embed(self, chunk: dict) -> list[torch.Tensor]:
+        rows = self.encoder(chunk["input_ids"], chunk["attention_mask"], chunk["position_ids"], chunk["pool_mask"])
+        return [F.normalize(rows, dim=-1)]
+
+    def contrast(self, embeddings: list[torch.Tensor], inputs: dict) -> dict[str, torch.Tensor]:
+        n_pairs = inputs["n_pairs"]
+        emb = embeddings[0]
         anchors, positives, negatives = emb[:n_pairs], emb[n_pairs:2 * n_pairs], emb[2 * n_pairs:]
         simcse = simcse_loss(anchors, positives, self.temperature,
                              negatives=negatives if self.with_negatives else None)
-        out = {"simcse": simcse, "loss": simcse}
-        if self.mntp_weight > 0:
-            with self.encoder.autocast():
-                hidden = self.encoder.hidden_states(mntp_input_ids, attention_mask, position_ids)
-            out["mntp"] = mntp_loss(hidden, mntp_labels, self.encoder.lm_head)
-            out["loss"] = simcse + self.mntp_weight * out["mntp"]
-        return out
+        return {"simcse": simcse, "loss": simcse}
+
+    def chunk_terms(self, chunk: dict, inputs: dict, whole: bool = False) -> dict[str, torch.Tensor]:
+        """MNTP on the micro-batch's rows: its share of the batch's mean over masked tokens."""
+        if self.mntp_weight <= 0:
+            return {}
+        with self.encoder.autocast():
+            hidden = self.encoder.hidden_states(chunk["mntp_input_ids"], chunk["attention_mask"], chunk["position_ids"])
+        masked = None if whole else int((inputs["mntp_labels"][:, 1:] != IGNORE).sum())
+        mntp = mntp_loss(hidden, chunk["mntp_labels"], self.encoder.lm_head, masked_in_batch=masked)
+        return {"mntp": mntp, "loss": self.mntp_weight * mntp}

@@ -16,7 +16,6 @@ import logging
 import shutil
 import time
 from collections import Counter
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,68 +27,60 @@ from .. import distributed as dist_utils
 from ..atomic_file import atomic_folder
 from ..data.batch_plan import BatchPlan
 from ..data.caption_choice import CaptionChoice
-from ..data.errors import DataError
 from ..data.image_text import ImageTextDataset, StepBatchSampler, collate_samples
 from ..data.records import read_caption_records
+from ..errors import DataError
+from ..losses import LOSSES
 from ..model import LLM2CLIP, LLM2CLIPConfig
 from ..multi_encoder import needs_clip_text
+from .loop import Run, Stage, StepResult, Training, start_run
 from .metrics_log import MetricsLog
-from .optim import build_adamw, build_schedule, total_steps
-from .runtime import apply_update, check_finite, make_accelerator, prepare_output, setup_logging
+from .optim import decay_groups, total_steps
 from .stage2_config import Stage2Config
 from .stage2_objective import Stage2Objective
-from .training_state import restore_training_state, save_training_state
 
 log = logging.getLogger("llm2clip.stage2")
 
 
 def train_stage2(cfg: Stage2Config, resume: bool = False,
                  config_file: str | None = None) -> dict[str, Any]:
-    cfg.validate()
+    run = start_run(cfg, resume, config_file)
     t = cfg.train
-    accelerator = make_accelerator(t.precision, t.device)
-    main = accelerator.is_main_process
-    setup_logging(main)
-    out = prepare_output(t.output_dir, cfg, resume, main, config_file)
-    torch.manual_seed(t.seed)
-
     encoder, store = load_text_side(cfg)
     torch.manual_seed(t.seed)  # loading the encoder may draw random numbers: offline = online init
     model = build_model(cfg, encoder, store)
     objective = Stage2Objective(model, t.loss, encoder if t.mode != "offline" else None,
                                 train_encoder=t.mode == "online_lora")
-    global_batch = t.batch_size * accelerator.num_processes
+    global_batch = t.batch_size * run.accelerator.num_processes
     if cfg.data.train_shards:
         dataset, plan = None, None
         steps = total_steps(t.max_steps, t.epochs, (cfg.data.samples_per_epoch or 0) // global_batch, t.grad_accum)
     else:
         dataset = build_dataset(cfg, model, store)
         if cfg.model.cache_image_features:
-            dataset.image_features = cache_image_features(dataset, model, t.batch_size, accelerator.device)
+            dataset.image_features = cache_image_features(dataset, model, t.batch_size, run.accelerator.device)
         plan = BatchPlan(len(dataset), global_batch, t.seed)
         steps = total_steps(t.max_steps, t.epochs, plan.steps_per_epoch, t.grad_accum)
-    optimizer = build_adamw(param_groups(cfg, model, encoder), t.lr_vision, t.weight_decay_vision)
-    scheduler = build_schedule(optimizer, t.schedule, t.warmup_steps, steps)
-    metrics = MetricsLog(out / "metrics.jsonl", enabled=main)
-    skipped_log = MetricsLog(out / f"skipped-rank{accelerator.process_index}.jsonl")  # each rank its own
-
-    start = restore_training_state(out, objective, optimizer, scheduler, [metrics, skipped_log])[0] if resume else 0
-    prepared, optimizer = accelerator.prepare(objective, optimizer)
+    stage = ImageCaptions(cfg, run, objective)
+    training = Training.build(run, stage, param_groups(cfg, model, encoder), t.lr_vision, t.weight_decay_vision,
+                              steps, logs=[stage.skipped_log])
+    if resume:
+        training.resume()
+    start = training.start * t.grad_accum  # micro-batches of this rank trained already
     if dataset is None:
-        loader = build_stream_loader(cfg, model, store, start * t.grad_accum, accelerator)
+        stage.loader = build_stream_loader(cfg, model, store, start, run.accelerator)
     else:
-        loader = DataLoader(dataset, collate_fn=collate_samples, num_workers=cfg.data.num_workers,
-                            batch_sampler=StepBatchSampler(plan, start * t.grad_accum, steps * t.grad_accum,
-                                                           accelerator.process_index, accelerator.num_processes))
-    skipped = _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loader, metrics,
-                          skipped_log, out, start, steps)
-    summary: dict[str, Any] = {"steps": steps, "output_dir": str(out), "skipped": dict(skipped)}
+        stage.loader = DataLoader(dataset, collate_fn=collate_samples, num_workers=cfg.data.num_workers,
+                                  batch_sampler=StepBatchSampler(plan, start, steps * t.grad_accum,
+                                                                 run.accelerator.process_index,
+                                                                 run.accelerator.num_processes))
+    training.fit()
+    summary: dict[str, Any] = {"steps": steps, "output_dir": str(run.out), "skipped": dict(stage.skipped)}
     dist_utils.barrier()
-    if main:
-        summary["model"] = str(_finish(cfg, model, encoder, out))
-        _report_skips(out)
-    dist_utils.barrier()
-    accelerator.end_training()
+    if run.main:
+        summary["model"] = str(_finish(cfg, model, encoder, run.out))
+        _report_skips(run.out)
+    run.end()
     return summary
 
 
@@ -154,7 +145,7 @@ def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
     terms = list(m.loss_terms)
     config = LLM2CLIPConfig(vision=m.vision, text_dim=store.dim if store is not None else encoder.dim,
                             embed_dim=m.embed_dim, adaptor=dict(m.adaptor), logit_scale_init=m.logit_scale_init,
-                            logit_bias_init=m.logit_bias_init if cfg.train.loss == "siglip" else None,
+                            logit_bias_init=m.logit_bias_init if LOSSES[cfg.train.loss].learns_bias else None,
                             max_logit_scale=m.max_logit_scale, caption_encoder=m.caption_encoder,
                             loss_terms=terms, cat_dim=m.cat_dim,
                             clip_text_dim=clip_text_dim(cfg, encoder, store) if needs_clip_text(terms) else 0)
@@ -174,10 +165,9 @@ def build_model(cfg: Stage2Config, encoder, store) -> LLM2CLIP:
 
 
 def clip_text_dim(cfg: Stage2Config, encoder, store) -> int:
-    """The width of the CLIP-T part of a concat caption encoder's embedding (the store
-    records it in its identity); an error for an LLM alone."""
-    found = store.identity.get("concat_clip_dim", 0) if store is not None else getattr(
-        getattr(encoder, "clip_text", None), "embed_dim", 0)
+    """The width of the CLIP-T part of a concat caption encoder's embedding, as its identity
+    (or the store's record of it) says; an error for an LLM alone."""
+    found = (store.identity if store is not None else encoder.identity()).get("concat_clip_dim", 0)
     if not found:
         raise ValueError(f"model.loss_terms {list(cfg.model.loss_terms)} need a concat caption encoder "
                          f"([LLM | CLIP text], made by `llm2clip concat-encoder`); {cfg.model.caption_encoder} "
@@ -242,11 +232,11 @@ def param_groups(cfg: Stage2Config, model: LLM2CLIP, encoder) -> list[dict]:
     layers = model.vision.layer_groups()
     for depth, params in enumerate(layers):
         lr = t.lr_vision * t.layer_decay ** (len(layers) - 1 - depth)
-        groups += _decay_split(params, lr, t.weight_decay_vision)
+        groups += decay_groups(params, lr, t.weight_decay_vision)
     scalars = model.logit_parameters()
     heads = [p for name, p in model.named_parameters()  # projection(s), adaptor, multi-encoder heads
              if not name.startswith("vision.") and all(p is not s for s in scalars)]
-    groups += _decay_split(heads, t.lr_adaptor, t.weight_decay_adaptor)
+    groups += decay_groups(heads, t.lr_adaptor, t.weight_decay_adaptor)
     groups.append({"params": scalars, "lr": t.lr_logit_scale, "weight_decay": 0.0})
     if encoder is not None and t.mode == "online_lora":
         groups.append({"params": [p for p in encoder.parameters() if p.requires_grad], "lr": t.lr_llm,
@@ -254,54 +244,44 @@ def param_groups(cfg: Stage2Config, model: LLM2CLIP, encoder) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def _decay_split(params, lr: float, weight_decay: float) -> list[dict]:
-    params = [p for p in params if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0}]
+# ------------------------------------------------------------------ the loop's part
+class ImageCaptions(Stage):
+    """Stage 2 for the loop: image-caption micro-batches from `loader` (set before fit);
+    per-sample faults are counted and listed in skipped-rank{r}.jsonl."""
+    name = "stage2"
 
+    def __init__(self, cfg: Stage2Config, run: Run, objective: Stage2Objective):
+        self.cfg, self.run, self.objective, self.saved = cfg, run, objective, objective
+        self.loader: DataLoader | None = None
+        self.batches = None  # its iterator, made at the first micro-batch
+        self.skipped: Counter = Counter()
+        self.skipped_log = MetricsLog(run.out / f"skipped-rank{run.accelerator.process_index}.jsonl")  # each rank its own
 
-# ------------------------------------------------------------------ the loop
-def _train_loop(cfg, accelerator, prepared, objective, optimizer, scheduler, loader, metrics, skipped_log,
-                out, start, steps) -> Counter:
-    t = cfg.train
-    trainable = [p for p in objective.parameters() if p.requires_grad]
-    skipped: Counter = Counter()
-    prepared.train()
-    if cfg.model.frozen_vision_groups == len(objective.model.vision.layer_groups()):
-        objective.model.vision.eval()  # wholly frozen: no dropout, the numbers cached features give
-    if objective.caption_encoder is not None and not objective.train_encoder:
-        objective.caption_encoder.eval()  # frozen: no dropout, same numbers as the store
-    batches = iter(loader)
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="stage2", unit="step",
-               disable=not accelerator.is_main_process)
-    for step in bar:
-        began, total, samples, terms = time.perf_counter(), 0.0, 0, Counter()
-        for micro in range(t.grad_accum):
-            batch = next(batches)
-            for sample_id, reason in batch["skipped"]:
-                skipped[reason.split(":")[0]] += 1
-                skipped_log.write({"step": step + 1, "id": sample_id, "reason": reason})
-            inputs = _inputs(batch, objective, accelerator.device)
-            sync = nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(prepared)
-            with sync:
-                result = prepared(**inputs)
-                accelerator.backward(result["loss"] / t.grad_accum)
-            total += result["loss"].item() / t.grad_accum
-            terms.update({k: v.item() / t.grad_accum for k, v in result.items() if k.startswith("loss_")})
-            samples += len(batch["ids"])
-        check_finite(total, step, out)
-        grad_norm = apply_update(accelerator, trainable, optimizer, scheduler, t.grad_clip)
-        objective.model.clamp_logit_scale()
-        row = {"step": step + 1, "loss": total, **terms, "logit_scale": result["logit_scale"].item(),
-               "lr_factor": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"],
-               "grad_norm": grad_norm,
-               "samples_per_s": samples * accelerator.num_processes / (time.perf_counter() - began),
-               "skipped_so_far": sum(skipped.values())}
-        metrics.write(row)
-        bar.set_postfix(loss=f"{total:.4f}")
-        if (step + 1) % t.save_every == 0 or step + 1 == steps:
-            save_training_state(out, step + 1, objective, optimizer, scheduler, t.keep_checkpoints)
-    return skipped
+    def before_first_step(self) -> None:
+        objective = self.objective
+        if self.cfg.model.frozen_vision_groups == len(objective.model.vision.layer_groups()):
+            objective.model.vision.eval()  # wholly frozen: no dropout, the numbers cached features give
+        if objective.caption_encoder is not None and not objective.train_encoder:
+            objective.caption_encoder.eval()  # frozen: no dropout, same numbers as the store
+
+    def micro_batch(self, step: int, index: int) -> tuple[dict[str, Any], int]:
+        if self.batches is None:
+            self.batches = iter(self.loader)
+        batch = next(self.batches)
+        for sample_id, reason in batch["skipped"]:
+            self.skipped[reason.split(":")[0]] += 1
+            self.skipped_log.write({"step": step + 1, "id": sample_id, "reason": reason})
+        return _inputs(batch, self.objective, self.run.accelerator.device), len(batch["ids"])
+
+    def after_update(self) -> None:
+        self.objective.model.clamp_logit_scale()
+
+    def log_row(self, result: StepResult) -> dict[str, Any]:
+        terms = {key: value for key, value in result.means.items() if key.startswith("loss_")}
+        return {"step": result.step, "loss": result.means["loss"], **terms, "logit_scale": result.last["logit_scale"],
+                "lr_factor": result.lr_factor, "grad_norm": result.grad_norm,
+                "samples_per_s": result.samples * self.run.accelerator.num_processes / result.seconds,
+                "skipped_so_far": sum(self.skipped.values())}
 
 
 def _inputs(batch: dict, objective: Stage2Objective, device) -> dict:

@@ -5,13 +5,14 @@ Each setting declares the values it accepts (`setting(...)`, checked by config.c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..choices import ADAPTOR_KINDS, DEVICES, LOSSES, MODES, PRECISIONS, SCHEDULES
+from ..adaptor import ADAPTORS
+from ..choices import MODES
 from ..config import ConfigError, check_config, setting
+from ..losses import LOSSES
 from ..multi_encoder import check_terms
-from .stage1_config import MAX_SEED
+from .run_settings import RunSettings, default
 
 __all__ = ["LOSSES", "MODES", "Stage2Config", "Stage2Data", "Stage2Model", "Stage2Train"]
 
@@ -63,14 +64,12 @@ class Stage2Data:
 
 
 @dataclass
-class Stage2Train:
+class Stage2Train(RunSettings):
     mode: str = setting("offline", choices=MODES)  # the text side (Table 11)
-    loss: str = setting("clip", choices=LOSSES)
+    loss: str = setting("clip", choices=tuple(LOSSES))
     output_dir: str = "runs/stage2"
-    batch_size: int = setting(128, at_least=1)  # samples per process per micro-step
-    grad_accum: int = setting(1, at_least=1)
-    epochs: int = setting(4, at_least=1)
-    max_steps: int | None = setting(None, at_least=1, null="train.epochs decide")
+    batch_size: int = default("batch_size", 128)
+    epochs: int = default("epochs", 4)
     lr_vision: float = setting(1.0e-5, above=0)
     lr_adaptor: float = setting(1.0e-4, above=0)
     lr_logit_scale: float = setting(1.0e-4, at_least=0)  # 0 keeps the initial temperature
@@ -79,14 +78,10 @@ class Stage2Train:
     weight_decay_adaptor: float = setting(0.05, at_least=0)
     # lr of tower layer i = lr_vision * decay^(layers above it)
     layer_decay: float = setting(0.85, above=0, at_most=1)
-    warmup_steps: int = setting(500, at_least=0)
-    schedule: str = setting("cosine", choices=SCHEDULES)
-    grad_clip: float = setting(5.0, at_least=0)  # 0 disables
-    precision: str = setting("auto", choices=PRECISIONS)
-    device: str = setting("auto", choices=DEVICES)
-    seed: int = setting(42, at_least=0, at_most=MAX_SEED)
-    save_every: int = setting(500, at_least=1)
-    keep_checkpoints: int = setting(2, at_least=0)  # 0 keeps every checkpoint
+    warmup_steps: int = default("warmup_steps", 500)
+    schedule: str = default("schedule", "cosine")
+    grad_clip: float = default("grad_clip", 5.0)
+    save_every: int = default("save_every", 500)
 
 
 @dataclass
@@ -97,6 +92,7 @@ class Stage2Config:
 
     def validate(self) -> None:
         check_config(self)
+        self.train.check()
         self._check_adaptor()
         if bool(self.data.train) == bool(self.data.train_shards):
             raise ValueError("set exactly one of data.train (image-caption records) and data.train_shards "
@@ -108,23 +104,16 @@ class Stage2Config:
         if not self.model.caption_encoder:
             raise ValueError("model.caption_encoder is required (the stage-1 folder)")
         check_terms(self.model.loss_terms, "model.loss_terms")
-        encoder, out = Path(self.model.caption_encoder).resolve(), Path(self.train.output_dir).resolve()
-        if encoder.exists() and (encoder == out or out in encoder.parents):
-            # the run replaces its final/ (and may clean its folder): the encoder would go with it
-            raise ValueError(f"model.caption_encoder ({self.model.caption_encoder}) lies inside train.output_dir "
-                             f"({self.train.output_dir}), which this run writes into; copy the encoder elsewhere "
-                             "or choose another train.output_dir")
+        self.train.refuse_inside("model.caption_encoder", self.model.caption_encoder)
 
     def _check_adaptor(self) -> None:
         """model.adaptor names a kind and only options its class takes (before anything loads)."""
         import inspect
 
-        from ..adaptor import ADAPTORS
-
         options = dict(self.model.adaptor)
         kind = options.pop("kind", "mlp")
-        if kind not in ADAPTOR_KINDS:
-            raise ConfigError(f"model.adaptor.kind {kind!r} is not one of {', '.join(ADAPTOR_KINDS)}")
+        if kind not in ADAPTORS:
+            raise ConfigError(f"model.adaptor.kind {kind!r} is not one of {', '.join(ADAPTORS)}")
         accepted = list(inspect.signature(ADAPTORS[kind]).parameters)[2:]  # after in_dim, embed_dim
         unknown = sorted(set(options) - set(accepted))
         if unknown:

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..data.errors import DataError
+from ..errors import DataError
 
 MAX_PIXELS = 89_478_485  # PIL's own bomb threshold (~ 9459 x 9459)
 

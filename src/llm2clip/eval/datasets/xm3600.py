@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...data.errors import DataError
+from ...errors import DataError
 from .fields import as_caption_list, required, text_field
 from .json_files import iter_jsonl_objects
 from .retrieval_benchmark import Entry, RetrievalBenchmark, build_benchmark

@@ -13,8 +13,8 @@ import io
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ...data.errors import DataError
 from ...data.text_file import read_text
+from ...errors import DataError
 from .fields import as_caption_list, required, text_field
 from .json_files import iter_jsonl_objects
 from .retrieval_benchmark import Entry, RetrievalBenchmark, build_benchmark

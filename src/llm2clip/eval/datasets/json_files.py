@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from ...data.errors import DataError
 from ...data.text_file import read_text
+from ...errors import DataError
 
 _NON_SPACE = re.compile(r"\S")
 CHUNK_CHARS = 1 << 20  # characters read at a time by first_json_list_items

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
-from ...data.errors import DataError
 from ...data.image_paths import resolve_image_path
 from ...data.text_file import has_bad_bytes
+from ...errors import DataError
 
 MISSING_EXAMPLES = 5  # missing image paths named in the error message
 

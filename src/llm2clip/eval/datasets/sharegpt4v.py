@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...data.errors import DataError
+from ...errors import DataError
 from .fields import required, text_field
 from .json_files import first_json_list_items
 from .retrieval_benchmark import Entry, RetrievalBenchmark, build_benchmark

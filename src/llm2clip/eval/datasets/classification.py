@@ -19,8 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from ...data.errors import DataError
 from ...data.text_file import read_text
+from ...errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 IMAGENET_CLASSES = 1000

@@ -1,4 +1,5 @@
-"""Benchmark readers: each turns one public benchmark's real file layout into a benchmark.
+"""Benchmark dataset readers: each turns one public benchmark's real file layout into a
+benchmark. (The performance scripts are the repository's `benchmarks/`.)
 
 Retrieval (`RetrievalBenchmark`: image paths, texts, text -> image index):
     karpathy    Flickr30k / COCO Karpathy test JSON (multi-caption)
@@ -9,7 +10,7 @@ Retrieval (`RetrievalBenchmark`: image paths, texts, text -> image index):
     jsonl, csv  any file with an image field and caption field(s)
 Classification (`ClassificationBenchmark`): ImageNet-style class folders.
 
-Every reader raises `llm2clip.data.errors.DataError` naming the file (and row/key) for a
+Every reader raises `llm2clip.errors.DataError` naming the file (and row/key) for a
 wrong format, missing images (unless skip_missing), or an empty benchmark.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .sharegpt4v import SHAREGPT4V_FIRST, read_sharegpt4v
 from .urban1k import read_urban1k
 from .xm3600 import read_xm3600, xm3600_languages
 
+# kind -> reader: the one list of retrieval benchmark kinds (the eval config accepts its keys)
 RETRIEVAL_READERS = {
     "karpathy": read_karpathy,
     "sharegpt4v": read_sharegpt4v,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...data.errors import DataError
 from ...data.text_file import read_text
+from ...errors import DataError
 from .retrieval_benchmark import Entry, RetrievalBenchmark, build_benchmark
 
 

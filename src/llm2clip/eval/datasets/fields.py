@@ -1,7 +1,7 @@
 """Checked access to a row's fields: a wrong shape is a DataError naming the row and key."""
 from __future__ import annotations
 
-from ...data.errors import DataError
+from ...errors import DataError
 
 
 def required(row, key: str, where: str):
