@@ -152,7 +152,7 @@ def tiny_or_named_llm(name: str, root: Path) -> str:
 
 def emoji_captions(n_scenes: int, fields: tuple[str, ...], seed: int = 0) -> list[str]:
     """Demo captions (emoji scenes), field by field within each scene."""
-    from llm2clip.data.emoji_scenes import make_scenes
+    from llm2clip.demo.scenes import make_scenes
 
     return [scene.captions[f] for scene in make_scenes(n_scenes, seed) for f in fields]
 

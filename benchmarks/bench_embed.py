@@ -34,7 +34,7 @@ FIELDS = ("short", "short_alt", "spatial", "long", "dense")
 
 
 def records_of(n_scenes: int) -> list:
-    from llm2clip.data.emoji_scenes import caption_records, make_scenes
+    from llm2clip.demo.scenes import caption_records, make_scenes
 
     return caption_records(make_scenes(n_scenes), fields=FIELDS)
 

@@ -27,7 +27,8 @@ import torch
 
 
 def make_data(root: Path, n_images: int, llm: str):
-    from llm2clip.data.emoji_scenes import make_split, write_image_dataset
+    from llm2clip.demo.rendering import write_image_dataset
+    from llm2clip.demo.scenes import make_split
     from llm2clip.data.records import read_caption_records
     from llm2clip.embeddings import write_embedding_store
     from llm2clip.text import CaptionEncoder

@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.llm, args.train_scenes, args.test_scenes = "random:64x2", 20, 20
-    from llm2clip.data.emoji_scenes import caption_records, make_split
+    from llm2clip.demo.scenes import caption_records, make_split
     from llm2clip.embeddings import EmbeddingStore, write_embedding_store
     from llm2clip.embeddings.quantize import INT8_MAX
     from llm2clip.eval.retrieval import retrieval_metrics

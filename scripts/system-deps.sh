@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the project needs: the colour emoji font the demo's images are rendered
-# from, and chromium, the headless browser the search gallery is tested in.
+# from, WordNet (wordnet-base: /usr/share/wordnet), whose word/definition pairs the demo's
+# stage 1 mixes in, and chromium, the headless browser the search gallery is tested in.
 set -euo pipefail
 FONT=/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+WORDNET=/usr/share/wordnet/data.noun
 MISSING=()
 [ -f "$FONT" ] || MISSING+=(fonts-noto-color-emoji)
+[ -f "$WORDNET" ] || MISSING+=(wordnet-base)
 command -v chromium >/dev/null || MISSING+=(chromium)
 if [ "${#MISSING[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

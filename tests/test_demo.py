@@ -8,6 +8,8 @@ import pytest
 
 from llm2clip.cli import main as cli_main
 from llm2clip.demo import MODELS, STAGE2_FIELDS
+from llm2clip.demo.emoji_pool import LANGUAGES
+from llm2clip.demo.near_duplicates import FAMILY_SIZE
 
 
 def _finite_percentages(metrics: dict) -> bool:
@@ -34,13 +36,31 @@ def test_fast_demo_is_deterministic_learns_and_reuses_finished_steps(tmp_path, c
     # stage 1 makes the LLM a better caption encoder even in 2 steps: 50.0 -> 75.0 on this machine
     assert cra["after"]["top1"] > cra["before"]["top1"], cra
 
+    size = summary["size"]
     benchmarks = summary["eval"]["results"]
-    assert set(benchmarks) == {f"emoji-{f}" for f in STAGE2_FIELDS}
-    for name, bench in benchmarks.items():
-        assert set(bench["results"]) == set(MODELS), name
-        for model, metrics in bench["results"].items():
-            assert metrics["n_images"] == n_test and _finite_percentages(metrics), (name, model)
-            assert math.isfinite(metrics["t2i_mean_rank"]) and 1 <= metrics["t2i_mean_rank"] <= n_test
+    families = size["n_test_families"] * FAMILY_SIZE
+    expected = {**{f"emoji-{f}": n_test for f in STAGE2_FIELDS}, "emoji-neardup": families,
+                **{f"emoji-multilingual/{lang}": size["n_multilingual"] for lang in LANGUAGES}}
+    val = summary["eval"]["val"]["results"]
+    assert set(benchmarks) == set(expected) and len(LANGUAGES) == 13
+    assert set(val) == {"emoji-short", "emoji-long", "emoji-neardup"}  # choices are made on val, never test
+    for results, sizes in ((benchmarks, expected), (val, {"emoji-short": size["n_val"], "emoji-long": size["n_val"],
+                                                          "emoji-neardup": size["n_val_families"] * FAMILY_SIZE})):
+        for name, bench in results.items():
+            assert set(bench["results"]) == set(MODELS), name
+            for model, metrics in bench["results"].items():
+                n = sizes[name]
+                assert metrics["n_images"] == n and _finite_percentages(metrics), (name, model)
+                assert math.isfinite(metrics["t2i_mean_rank"]) and 1 <= metrics["t2i_mean_rank"] <= n
+    for lang in LANGUAGES:
+        assert benchmarks[f"emoji-multilingual/{lang}"]["language"] == lang
+    # the near-duplicate families read the same to a 77-token tower, all of them
+    construction = summary["data"]
+    assert construction["test"]["identical_within_window"] == construction["test"]["families"] == size["n_test_families"]
+    assert "R@1 with ties broken at random" in (out / "eval" / "report.md").read_text()
+    wordnet = summary["stage1"]["eval"]["results"]["wordnet-cra"]["results"]
+    assert set(wordnet) == {"raw_llm", "stage1_llm"} and all(_finite_percentages(m) for m in wordnet.values())
+    assert wordnet["raw_llm"]["n"] == size["n_wordnet_heldout"]
     # the baseline's 77-token text tower cuts the long captions, and the report says so
     assert "truncated at 77 tokens" in benchmarks["emoji-long"]["notes"]["baseline"]
     assert f"{benchmarks['emoji-short']['results']['llm2clip']['t2i_R@1']:.1f}" in printed
@@ -52,14 +72,16 @@ def test_fast_demo_is_deterministic_learns_and_reuses_finished_steps(tmp_path, c
     for artifact in ("stage1/final/caption_encoder.json", "baseline/dual_encoder.json",
                      "embeddings/llm2clip/store.json", "embeddings/llm2clip_raw_llm/store.json",
                      "stage2/llm2clip/final/llm2clip.json", "stage2/llm2clip_raw_llm/final/llm2clip.json",
-                     "eval/results.json", "eval/report.md", "eval/retrieval.png", "timings.json"):
+                     "eval/results.json", "eval/report.md", "eval/retrieval.png", "eval/multilingual_radar.png",
+                     "eval/val/results.json", "eval/stage1/report.md", "timings.json"):
         assert (out / artifact).is_file(), artifact
 
     # a second run in a fresh folder writes the same summary, byte for byte
     fresh = tmp_path / "second" / "demo"
     assert cli_main(["demo", "--fast", "--out", str(fresh)]) == 0
     assert (fresh / "summary.json").read_text() == (out / "summary.json").read_text()
-    assert (fresh / "eval" / "results.json").read_text() == (out / "eval" / "results.json").read_text()
+    for results in ("eval/results.json", "eval/val/results.json", "eval/stage1/results.json"):
+        assert (fresh / results).read_text() == (out / results).read_text(), results
 
     caplog.set_level("INFO")
     assert cli_main(["demo", "--fast", "--out", str(out)]) == 0  # a finished folder: nothing recomputed

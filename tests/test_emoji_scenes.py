@@ -1,16 +1,16 @@
-"""The emoji-scene demo data: deterministic scenes, captions, rendering, dataset folders."""
+"""The emoji-scene demo data (llm2clip.demo): deterministic scenes, captions, rendering, dataset folders."""
 import json
 import re
 
 import numpy as np
 import pytest
 
-from llm2clip.data import emoji_scenes as es
+from llm2clip.demo import emoji_pool, rendering, scenes as scene_module
 
 
 def _font_available() -> bool:
     try:
-        es.font_path()
+        rendering.font_path()
         return True
     except FileNotFoundError:
         return False
@@ -24,20 +24,20 @@ needs_font = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def scenes():
-    return es.make_scenes(200, seed=0)
+    return scene_module.make_scenes(200, seed=0)
 
 
 # ---- pool ---------------------------------------------------------------------------------
 
 def test_pool_is_curated_sorted_and_fully_named():
-    pool = es.emoji_pool()
+    pool = emoji_pool.emoji_pool()
     assert 300 <= len(pool) <= 1000
     codepoints = [ord(info.char[0]) for info in pool]
     assert codepoints == sorted(codepoints)
     assert all(len(info.char.replace("\ufe0f", "")) == 1 for info in pool)  # no ZWJ/skin tone/flags
     assert len({info.name for info in pool}) == len(pool)
     for info in pool:
-        assert set(info.names) == {"en", *es.LANGUAGES}
+        assert set(info.names) == {"en", *emoji_pool.LANGUAGES}
         assert info.name and ":" not in info.name and "_" not in info.name
     assert {info.category for info in pool} >= {"animal", "food", "vehicle", "sky", "object"}
 
@@ -45,9 +45,9 @@ def test_pool_is_curated_sorted_and_fully_named():
 # ---- scenes -------------------------------------------------------------------------------
 
 def test_make_scenes_is_deterministic(scenes):
-    assert es.make_scenes(200, seed=0) == scenes
-    assert es.make_scenes(20, seed=0) == scenes[:20]  # a prefix: n does not reshuffle
-    other = es.make_scenes(20, seed=1)
+    assert scene_module.make_scenes(200, seed=0) == scenes
+    assert scene_module.make_scenes(20, seed=0) == scenes[:20]  # a prefix: n does not reshuffle
+    other = scene_module.make_scenes(20, seed=1)
     assert [s.emojis for s in other] != [s.emojis for s in scenes[:20]]
     assert [s.captions for s in other] != [s.captions for s in scenes[:20]]
 
@@ -60,7 +60,7 @@ def test_scene_structure(scenes):
         assert len(set(s.layout)) == len(s.layout)
         assert all(0 <= r < 3 and 0 <= c < 3 for r, c in s.layout)
         assert s.layout == sorted(s.layout)  # reading order
-        assert set(s.sizes) <= {"small", "large"} and s.background in es.BACKGROUNDS
+        assert set(s.sizes) <= {"small", "large"} and s.background in emoji_pool.BACKGROUNDS
     assert len({frozenset(s.emojis) for s in scenes}) == len(scenes)
 
 
@@ -93,7 +93,7 @@ def test_long_caption_is_the_where_part_of_the_dense_one(scenes):
 
 
 def test_spatial_caption_names_positions():
-    scene = es.compose_scene("x", ["🐱", "🍕"], [(2, 2), (0, 0)], ["small", "large"], "white")
+    scene = scene_module.compose_scene("x", ["🐱", "🍕"], [(2, 2), (0, 0)], ["small", "large"], "white")
     assert scene.emojis == ["🍕", "🐱"]  # sorted into reading order with their cells and sizes
     assert scene.sizes == ["large", "small"]
     assert scene.captions["short"] == "a pizza and a cat face"
@@ -104,60 +104,60 @@ def test_spatial_caption_names_positions():
 
 def test_multilingual_captions_contain_localized_names(scenes):
     for s in scenes[:30]:
-        for lang in es.LANGUAGES:
+        for lang in emoji_pool.LANGUAGES:
             caption = s.captions[f"short_{lang}"]
             for char in s.emojis:
-                assert es.emoji_info(char).names[lang] in caption
-    scene = es.compose_scene("x", ["🐱", "🍕"], [(0, 0), (0, 1)], ["small", "small"], "white")
+                assert emoji_pool.emoji_info(char).names[lang] in caption
+    scene = scene_module.compose_scene("x", ["🐱", "🍕"], [(0, 0), (0, 1)], ["small", "small"], "white")
     assert scene.captions["short_de"] == "katzengesicht und pizza"
     assert scene.captions["short_ja"] == "ネコの顔とピザ"
 
 
 def test_split_scenes_is_fixed_and_disjoint(scenes):
-    train, test = es.split_scenes(scenes, test_fraction=0.25, seed=3)
+    train, test = scene_module.split_scenes(scenes, test_fraction=0.25, seed=3)
     assert len(test) == 50 and len(train) == 150
     assert {s.id for s in train}.isdisjoint({s.id for s in test})
     assert {s.id for s in train} | {s.id for s in test} == {s.id for s in scenes}
-    assert es.split_scenes(scenes, 0.25, seed=3) == (train, test)
-    assert es.split_scenes(scenes, 0.25, seed=4)[1] != test
+    assert scene_module.split_scenes(scenes, 0.25, seed=3) == (train, test)
+    assert scene_module.split_scenes(scenes, 0.25, seed=4)[1] != test
 
-    train, test = es.make_split(40, 10, seed=0)
+    train, test = scene_module.make_split(40, 10, seed=0)
     assert len(train) == 40 and len(test) == 10
     assert {s.id for s in train}.isdisjoint({s.id for s in test})
     assert {frozenset(s.emojis) for s in train}.isdisjoint({frozenset(s.emojis) for s in test})
 
 
 def test_caption_records(scenes, tmp_path):
-    assert es.DEFAULT_RECORD_FIELDS == ("short", "short_alt", "spatial", "dense")
-    records = es.caption_records(scenes[:10])
+    assert scene_module.DEFAULT_RECORD_FIELDS == ("short", "short_alt", "spatial", "dense")
+    records = scene_module.caption_records(scenes[:10])
     assert [r.id for r in records] == [s.id for s in scenes[:10]]
     for record, scene in zip(records, scenes):
-        assert record.captions == [scene.captions[f] for f in es.DEFAULT_RECORD_FIELDS]
+        assert record.captions == [scene.captions[f] for f in scene_module.DEFAULT_RECORD_FIELDS]
         assert record.captions[0] != record.captions[1]
         assert record.image is None
-    records = es.caption_records(scenes[:2], fields=("short", "short_fr"), image_root=tmp_path)
+    records = scene_module.caption_records(scenes[:2], fields=("short", "short_fr"), image_root=tmp_path)
     assert records[0].captions == [scenes[0].captions["short"], scenes[0].captions["short_fr"]]
     assert records[0].image == str(tmp_path / "images" / "scene-00000.png")
     with pytest.raises(KeyError, match="short_xx"):
-        es.caption_records(scenes[:1], fields=("short", "short_xx"))
+        scene_module.caption_records(scenes[:1], fields=("short", "short_xx"))
 
 
 # ---- rendering ----------------------------------------------------------------------------
 
 def test_missing_font_names_the_debian_package(monkeypatch, tmp_path):
-    monkeypatch.setenv(es.FONT_ENV, str(tmp_path / "missing.ttf"))
+    monkeypatch.setenv(rendering.FONT_ENV, str(tmp_path / "missing.ttf"))
     with pytest.raises(FileNotFoundError, match="fonts-noto-color-emoji"):
-        es.font_path()
+        rendering.font_path()
 
 
 @needs_font
 def test_render_scene_draws_colorful_emoji_in_their_cells():
-    scene = es.compose_scene("x", ["🍕", "🐱"], [(0, 0), (2, 2)], ["large", "small"],
+    scene = scene_module.compose_scene("x", ["🍕", "🐱"], [(0, 0), (2, 2)], ["large", "small"],
                              "light blue")
-    image = es.render_scene(scene, size=224)
+    image = rendering.render_scene(scene, size=224)
     assert image.mode == "RGB" and image.size == (224, 224)
     pixels = np.asarray(image).astype(int)
-    background = np.array(es.BACKGROUNDS["light blue"])
+    background = np.array(emoji_pool.BACKGROUNDS["light blue"])
     cell = 224 // 3
 
     def region(row, col):
@@ -177,8 +177,8 @@ def test_render_scene_draws_colorful_emoji_in_their_cells():
 @needs_font
 def test_every_pool_emoji_renders():
     # Guards against a font version that lacks some of the curated emoji.
-    for info in es.emoji_pool():
-        glyph = es.emoji_glyph(info.char)
+    for info in emoji_pool.emoji_pool():
+        glyph = rendering.emoji_glyph(info.char)
         assert glyph.mode == "RGBA" and min(glyph.size) > 40, info
 
 
@@ -186,7 +186,7 @@ def test_every_pool_emoji_renders():
 def test_write_image_dataset_is_readable_and_resumable(scenes, tmp_path):
     from PIL import Image
 
-    index = es.write_image_dataset(scenes[:4], tmp_path, size=64)
+    index = rendering.write_image_dataset(scenes[:4], tmp_path, size=64)
     assert index == tmp_path / "captions.jsonl"
     rows = [json.loads(line) for line in index.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in rows] == [s.id for s in scenes[:4]]
@@ -201,8 +201,39 @@ def test_write_image_dataset_is_readable_and_resumable(scenes, tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "images").iterdir()}
     second = tmp_path / rows[1]["image"]
     second.unlink()
-    es.write_image_dataset(scenes[:5], tmp_path, size=64)
+    rendering.write_image_dataset(scenes[:5], tmp_path, size=64)
     assert first.stat().st_mtime_ns == stamps[first]  # existing images are not rewritten
     assert second.exists() and len(list((tmp_path / "images").iterdir())) == 5
     assert len(index.read_text(encoding="utf-8").splitlines()) == 5
     assert all(re.fullmatch(r"scene-\d{5}\.png", p.name) for p in (tmp_path / "images").iterdir())
+
+
+# ---- near-duplicate families -------------------------------------------------------------
+
+def test_near_duplicate_families_differ_only_past_77_tokens():
+    """Urban-1k's property: a family's walk captions are the same in MiniLM's first 77
+    tokens (what the baseline reads) and all differ in full; the scenes differ in exactly
+    one emoji, at the same position, from the fourth object on."""
+    from transformers import AutoTokenizer
+
+    from llm2clip.baseline.text_tower import embedded_minilm_path
+    from llm2clip.demo import near_duplicates as nd
+
+    scenes = nd.make_families(40, seed=5, prefix="fam")
+    assert nd.make_families(40, seed=5, prefix="fam") == scenes  # a pure function
+    assert [s.id for s in scenes[:5]] == ["fam-0000-0", "fam-0000-1", "fam-0000-2", "fam-0000-3", "fam-0001-0"]
+    assert len({frozenset(s.emojis) for s in scenes}) == len(scenes)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_minilm_path())
+    for family in nd.families_of(scenes):
+        assert len(family) == nd.FAMILY_SIZE
+        base = family[0]
+        assert nd.OBJECTS[0] <= len(base.emojis) <= nd.OBJECTS[1]
+        changed = {i for s in family[1:] for i, (a, b) in enumerate(zip(base.emojis, s.emojis)) if a != b}
+        assert len(changed) == 1 and min(changed) >= nd.FIRST_CHANGED
+        assert all((s.layout, s.sizes, s.background) == (base.layout, base.sizes, base.background) for s in family)
+        walks = [s.captions[nd.NEAR_DUPLICATE_FIELD] for s in family]
+        assert nd.window_identical(tokenizer, walks, 77) == (True, True), walks
+        for s, walk in zip(family, walks):  # the walk names every object
+            assert all(name in walk for name in s.names)
+    other = nd.make_families(5, seed=6, prefix="x", exclude=frozenset(frozenset(s.emojis) for s in scenes))
+    assert not {frozenset(s.emojis) for s in other} & {frozenset(s.emojis) for s in scenes}

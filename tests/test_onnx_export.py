@@ -12,7 +12,8 @@ import torch
 
 from llm2clip import LLM2CLIP
 from llm2clip.cli import main as cli_main
-from llm2clip.data.emoji_scenes import make_scenes, render_scene
+from llm2clip.demo.rendering import render_scene
+from llm2clip.demo.scenes import make_scenes
 from llm2clip.export import ExportError, export_onnx
 from llm2clip.export.onnx_export import TextSide, _check
 from llm2clip.model import LLM2CLIPConfig

@@ -85,3 +85,62 @@ def test_caption_retrieval_accuracy_is_t2i_on_paired_rows():
     cra = caption_retrieval_accuracy(first, second)
     want = brute_force(second, first, np.arange(30), (1, 5))
     assert cra == {"top1": pytest.approx(want["t2i_R@1"]), "top5": pytest.approx(want["t2i_R@5"]), "n": 30}
+
+
+# ---- R@1 with ties broken at random (eval/random_ties.py) ------------------------------------
+
+def shuffled_r1(images, texts, owner, trials, seed=0):
+    """Monte-Carlo reference: shuffle the candidates, rank with a stable sort (so ties keep
+    the shuffled order), count R@1; averaged over `trials` shuffles."""
+    rng = np.random.default_rng(seed)
+    scores = (images @ texts.T).numpy()
+    hits = {"i2t": [], "t2i": []}
+    for _ in range(trials):
+        text_order, image_order = rng.permutation(len(owner)), rng.permutation(len(images))
+        for i in range(len(images)):
+            if (owner == i).any():
+                first = text_order[np.argsort(-scores[i, text_order], kind="stable")[0]]
+                hits["i2t"].append(owner[first] == i)
+        for j in range(len(owner)):
+            first = image_order[np.argsort(-scores[image_order, j], kind="stable")[0]]
+            hits["t2i"].append(first == owner[j])
+    return {f"{d}_R@1_random_ties": 100.0 * np.mean(h) for d, h in hits.items()}
+
+
+def near_duplicate_problem(seed=0, families=6, size=4, dim=12):
+    """Families of images whose texts are exact copies of each other (a tower that cut
+    them to the same tokens), plus some texts that are told apart."""
+    g = torch.Generator().manual_seed(seed)
+    images = F.normalize(torch.randn(families * size, dim, generator=g), dim=-1)
+    owner = np.arange(families * size)
+    texts = F.normalize(images + 0.8 * torch.randn(len(images), dim, generator=g), dim=-1)
+    for f in range(families - 2):  # the last two families keep distinct texts
+        texts[f * size:(f + 1) * size] = F.normalize(images[f * size:(f + 1) * size].mean(0), dim=-1)
+    return images, texts, owner
+
+
+def test_random_ties_matches_a_shuffled_ranking():
+    from llm2clip.eval.random_ties import random_tie_recall_at_1
+
+    images, texts, owner = near_duplicate_problem()
+    got = random_tie_recall_at_1(images, texts, owner)
+    want = shuffled_r1(images, texts, owner, trials=400)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=3.0), key  # Monte-Carlo error ~1 point
+    # the tie rule counts ties against the query: the random tie-break gives more I2T credit
+    assert got["i2t_R@1_random_ties"] > retrieval_metrics(images, texts, owner)["i2t_R@1"] + 10
+
+
+def test_random_ties_equal_r1_without_ties_and_are_chunk_invariant():
+    from llm2clip.eval.random_ties import random_tie_recall_at_1
+
+    images, texts, owner = random_problem(n_images=50, seed=3)
+    got = random_tie_recall_at_1(images, texts, owner)
+    plain = retrieval_metrics(images, texts, owner)
+    assert got["t2i_R@1_random_ties"] == pytest.approx(plain["t2i_R@1"])
+    assert got["i2t_R@1_random_ties"] == pytest.approx(plain["i2t_R@1"])
+    tied = near_duplicate_problem(seed=1)
+    assert random_tie_recall_at_1(*tied, block_elements=5) == random_tie_recall_at_1(*tied)
+    same = np.tile(np.eye(8, dtype=np.float32)[:1], (8, 1))  # one point: each of 8 is first with chance 1/8
+    assert random_tie_recall_at_1(same, same, np.arange(8)) == {"i2t_R@1_random_ties": 12.5,
+                                                                 "t2i_R@1_random_ties": 12.5}

@@ -13,7 +13,8 @@ from PIL import Image
 
 from llm2clip import LLM2CLIP
 from llm2clip.cli import main as cli_main
-from llm2clip.data.emoji_scenes import make_scenes, render_scene
+from llm2clip.demo.rendering import render_scene
+from llm2clip.demo.scenes import make_scenes
 from llm2clip.model import LLM2CLIPConfig
 from llm2clip.search import (IncompleteIndexError, Index, IndexKind, IndexMismatchError, build_index,
                              search_showcase)

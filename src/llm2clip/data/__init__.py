@@ -1,1 +1,1 @@
-"""Data: caption records, pair sampling, text pairs, demo data."""
+"""Data: caption records, pair sampling, text pairs (the demo's own data is in llm2clip.demo)."""

@@ -32,6 +32,9 @@ HEADLINE = {"retrieval": [("i2t_R@1", "I2T R@1"), ("t2i_R@1", "T2I R@1")],
             "zeroshot": [("top1", "top-1")], "linear_probe": [("top1", "top-1")], "cra": [("top1", "top-1")]}
 SECONDARY = {"retrieval": [("i2t_R@5", "I2T R@5"), ("i2t_R@10", "I2T R@10"),
                            ("t2i_R@5", "T2I R@5"), ("t2i_R@10", "T2I R@10")]}
+# R@1 with ties broken at random (eval/retrieval.py): next to the headline R@1, whose tie
+# rule counts ties against the query, so a margin is never an artefact of that rule
+RANDOM_TIES = {"retrieval": [("i2t_R@1_random_ties", "I2T R@1"), ("t2i_R@1_random_ties", "T2I R@1")]}
 CLASSIFICATION_KINDS = ("zeroshot", "linear_probe")
 
 
@@ -66,6 +69,11 @@ def render_markdown(results: dict) -> str:
         if kind in SECONDARY:
             parts += [f"### {title}: R@5 and R@10", "",
                       *_table(results, names, models, SECONDARY[kind], None), ""]
+        if kind in RANDOM_TIES and _has_values(results, names, [key for key, _ in RANDOM_TIES[kind]]):
+            parts += [f"### {title}: R@1 with ties broken at random", "",
+                      "Texts that a text tower cuts to the same tokens score the same; above, such ties",
+                      "count against the query, here each tied candidate is first with equal chance.", "",
+                      *_table(results, names, models, RANDOM_TIES[kind], None), ""]
     if footnotes:
         parts += ["## Notes", "", *footnotes, ""]
     return "\n".join(parts)

@@ -7,8 +7,9 @@ The output folder gets results.json, report.md and the PNG plots (eval/report.py
 """
 from __future__ import annotations
 
+import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +32,15 @@ class LoadedBenchmark:
     language: str | None = None
 
 
+@dataclass
+class EvalModel:
+    """A model column of the report, loaded when its turn comes (one model in memory at a time)."""
+    name: str
+    load: Callable[[], Any]  # returns an object with encode_image / encode_text (eval/models.py)
+    fingerprint: str  # changes whenever the model does: keys its cached embeddings
+    description: str = ""  # for the log
+
+
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     from .report import write_report
 
@@ -38,22 +48,30 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     out = require_writable_folder(cfg.output_dir, "output_dir")  # before any embedding is computed
     benchmarks = [b for spec in cfg.benchmarks for b in load_benchmark(spec, cfg.skip_missing)]
-    cache = EmbeddingCache(out / "cache" if cfg.cache else None)
-    results: dict[str, Any] = {"models": [m.name for m in cfg.models], "benchmarks": {
+    models = [EvalModel(spec.name, functools.partial(load_eval_model, spec, device), model_fingerprint(spec),
+                        f"{spec.path} ({spec.kind})") for spec in cfg.models]
+    results = evaluate(models, benchmarks, EmbeddingCache(out / "cache" if cfg.cache else None), cfg.batch_size)
+    results["files"] = {k: str(v) for k, v in write_report(results, out).items()}
+    return results
+
+
+def evaluate(models: list[EvalModel], benchmarks: list[LoadedBenchmark], cache: EmbeddingCache,
+             batch_size: int) -> dict[str, Any]:
+    """Every benchmark on every model: the results dict that report.py writes."""
+    results: dict[str, Any] = {"models": [m.name for m in models], "benchmarks": {
         b.name: {"kind": b.kind, "language": b.language, "results": {}, "notes": {}} for b in benchmarks}}
-    for spec in cfg.models:
-        log.info("model %s: %s (%s)", spec.name, spec.path, spec.kind)
-        model = load_eval_model(spec, device)
-        session = ModelSession(spec.name, model, model_fingerprint(spec), cache, cfg.batch_size)
+    for entry in models:
+        log.info("model %s: %s", entry.name, entry.description or "loading")
+        model = entry.load()
+        session = ModelSession(entry.name, model, entry.fingerprint, cache, batch_size)
         for bench in benchmarks:
             metrics, note = EVALUATORS[bench.kind](session, bench)
-            entry = results["benchmarks"][bench.name]
-            entry["results"][spec.name] = metrics
+            slot = results["benchmarks"][bench.name]
+            slot["results"][entry.name] = metrics
             if note:
-                entry["notes"][spec.name] = note
-            log.info("%s on %s: %s", spec.name, bench.name, _headline(metrics))
-        del model
-    results["files"] = {k: str(v) for k, v in write_report(results, out).items()}
+                slot["notes"][entry.name] = note
+            log.info("%s on %s: %s", entry.name, bench.name, _headline(metrics))
+        del model, session
     return results
 
 
@@ -110,12 +128,18 @@ class ModelSession:
     fingerprint: str
     cache: EmbeddingCache
     batch_size: int
+    # images already encoded by this model in this run, by their path list: benchmarks that
+    # share images (one per language, one per caption field) encode them once
+    seen_images: dict[tuple[str, ...], torch.Tensor] = field(default_factory=dict)
 
     def images(self, label: str, paths) -> torch.Tensor:
         paths = [str(p) for p in paths]
-        key = self.cache.key(self.fingerprint, "image", paths, files=True)
-        return self.cache.get_or_compute(f"{_safe(self.name)}-{_safe(label)}-image", key, lambda: (
-            encode_images(self.model, paths, self.batch_size, desc=f"{label} images"), 0))[0]
+        if tuple(paths) not in self.seen_images:
+            key = self.cache.key(self.fingerprint, "image", paths, files=True)
+            self.seen_images[tuple(paths)] = self.cache.get_or_compute(
+                f"{_safe(self.name)}-{_safe(label)}-image", key,
+                lambda: (encode_images(self.model, paths, self.batch_size, desc=f"{label} images"), 0))[0]
+        return self.seen_images[tuple(paths)]
 
     def texts(self, label: str, texts: list[str]) -> tuple[torch.Tensor, int]:
         key = self.cache.key(self.fingerprint, "text", texts)
@@ -135,6 +159,7 @@ def _safe(label: str) -> str:
 
 # ------------------------------------------------------------------ evaluating
 def evaluate_retrieval(session: ModelSession, bench: LoadedBenchmark):
+    from .random_ties import random_tie_recall_at_1
     from .retrieval import retrieval_metrics
 
     data = bench.data
@@ -142,6 +167,7 @@ def evaluate_retrieval(session: ModelSession, bench: LoadedBenchmark):
     texts, truncated = session.texts(bench.name, data.texts)
     _check_dims(bench.name, images, texts)
     metrics = retrieval_metrics(images, texts, data.text_to_image)
+    metrics.update(random_tie_recall_at_1(images, texts, data.text_to_image))
     return metrics, session.truncation_note(truncated, len(data.texts))
 
 
