@@ -196,19 +196,17 @@ def test_resume_with_micro_batches_equals_an_uninterrupted_run(tmp_path, tiny_ll
     ("train.micro_batch=16", "train.micro_batch (16) must divide train.batch_size (8)"),
 ])
 def test_micro_batch_is_checked(tmp_path, setting, message):
-    cfg = load_config(Stage1Config, REPO / "configs/stage1/tiny.yaml",
-                      [f"data.train={write_records(tmp_path / 'c.jsonl')}", "train.batch_size=8", setting])
+    overrides = [f"data.train={write_records(tmp_path / 'c.jsonl')}", "train.batch_size=8", setting]
     with pytest.raises(ConfigError) as error:
-        cfg.validate()
+        load_config(Stage1Config, REPO / "configs/stage1/tiny.yaml", overrides).validate()
     assert message in str(error.value)
 
 
 def test_micro_batch_refuses_fp16(tmp_path):
-    cfg = load_config(Stage1Config, REPO / "configs/stage1/tiny.yaml",
-                      [f"data.train={write_records(tmp_path / 'c.jsonl')}", "train.batch_size=8",
-                       "train.micro_batch=4", "train.precision=fp16"])
+    overrides = [f"data.train={write_records(tmp_path / 'c.jsonl')}", "train.batch_size=8", "train.micro_batch=4",
+                 "train.precision=fp16"]
     with pytest.raises(ConfigError, match="fp16"):
-        cfg.validate()
+        load_config(Stage1Config, REPO / "configs/stage1/tiny.yaml", overrides).validate()
 
 
 @pytest.mark.distributed
