@@ -52,11 +52,13 @@ def assert_equal_to_unsplit(objective, inputs, pieces: int):
 
 
 def assert_same_training(run: Path, reference: Path) -> None:
-    """The same logged losses and final trained weights, within 1e-5."""
+    """The same logged losses and final trained weights, within 1e-5. Not an attention key's
+    bias: its true gradient is 0 (softmax ignores a shift shared by a row), and AdamW turns
+    the float noise left there into lr-sized steps of either sign."""
     assert logged_losses(run) == pytest.approx(logged_losses(reference), abs=1e-5)
     expected, found = last_checkpoint_weights(reference), last_checkpoint_weights(run)
     assert expected.keys() == found.keys()
-    for name in expected:
+    for name in (n for n in expected if not n.endswith("k_proj.bias")):
         torch.testing.assert_close(found[name], expected[name], atol=1e-5, rtol=0, msg=name)
 
 
