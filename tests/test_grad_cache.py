@@ -52,11 +52,13 @@ def assert_equal_to_unsplit(objective, inputs, pieces: int):
 
 
 def assert_same_training(run: Path, reference: Path) -> None:
-    """The same logged losses and final trained weights, within 1e-5."""
+    """The same logged losses and final trained weights, within 1e-5. Not an attention key's
+    bias: its true gradient is 0 (softmax ignores a shift shared by a row), and AdamW turns
+    the float noise left there into lr-sized steps of either sign."""
     assert logged_losses(run) == pytest.approx(logged_losses(reference), abs=1e-5)
     expected, found = last_checkpoint_weights(reference), last_checkpoint_weights(run)
     assert expected.keys() == found.keys()
-    for name in expected:
+    for name in (n for n in expected if not n.endswith("k_proj.bias")):
         torch.testing.assert_close(found[name], expected[name], atol=1e-5, rtol=0, msg=name)
 
 
@@ -196,19 +198,17 @@ def test_resume_with_micro_batches_equals_an_uninterrupted_run(tmp_path, tiny_ll
     ("train.micro_batch=16", "train.micro_batch (16) must divide train.batch_size (8)"),
 ])
 def test_micro_batch_is_checked(tmp_path, setting, message):
-    cfg = load_config(Stage1Config, REPO / "configs/stage1/tiny.yaml",
-                      [f"data.train={write_records(tmp_path / 'c.jsonl')}", "train.batch_size=8", setting])
+    overrides = [f"data.train={write_records(tmp_path / 'c.jsonl')}", "train.batch_size=8", setting]
     with pytest.raises(ConfigError) as error:
-        cfg.validate()
+        load_config(Stage1Config, REPO / "configs/stage1/tiny.yaml", overrides).validate()
     assert message in str(error.value)
 
 
 def test_micro_batch_refuses_fp16(tmp_path):
-    cfg = load_config(Stage1Config, REPO / "configs/stage1/tiny.yaml",
-                      [f"data.train={write_records(tmp_path / 'c.jsonl')}", "train.batch_size=8",
-                       "train.micro_batch=4", "train.precision=fp16"])
+    overrides = [f"data.train={write_records(tmp_path / 'c.jsonl')}", "train.batch_size=8", "train.micro_batch=4",
+                 "train.precision=fp16"]
     with pytest.raises(ConfigError, match="fp16"):
-        cfg.validate()
+        load_config(Stage1Config, REPO / "configs/stage1/tiny.yaml", overrides).validate()
 
 
 @pytest.mark.distributed
