@@ -46,8 +46,7 @@ def runs(tmp_path_factory, tiny_llama):
     """The single-process reference and every 2-process run of SimCSE."""
     out = tmp_path_factory.mktemp("fsdp")
     load_worker().run("single", tiny_llama, out, False)
-    for name in ("ddp", "fsdp", "fsdp-resume", "fsdp-bf16"):
-        torchrun(2, [str(WORKER), name, tiny_llama, str(out)], timeout=240)
+    torchrun(2, [str(WORKER), tiny_llama, str(out)], timeout=600)
     return out
 
 
@@ -61,13 +60,11 @@ def test_fsdp_on_two_processes_equals_one_process_and_ddp(runs):
 
 
 @pytest.mark.distributed
-def test_fsdp_with_mntp_equals_ddp(tmp_path, tiny_llama):
+def test_fsdp_with_mntp_equals_ddp(runs):
     """MNTP runs the layers twice per step (the SimCSE pass and the masked pass) and reads
     the LM head tied to the embeddings. Its loss is each rank's own mean over its masked
     tokens, so the reference is DDP, not one process."""
-    for name in ("ddp", "fsdp"):
-        torchrun(2, [str(WORKER), name, tiny_llama, str(tmp_path), "--mntp"], timeout=240)
-    assert_same_training(read(tmp_path, "ddp"), read(tmp_path, "fsdp"), atol=1e-5)
+    assert_same_training(read(runs, "ddp-mntp"), read(runs, "fsdp-mntp"), atol=1e-5)
 
 
 @pytest.mark.distributed

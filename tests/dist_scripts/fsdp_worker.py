@@ -9,11 +9,12 @@ SimCSE over the ranks' gathered embeddings) trained a few steps, one way per run
                 goes on to STEPS
   fsdp-bf16     torchrun, fsdp computing in bf16
 
-Every run sees the same global batch per step (each rank its own rows of it) and writes,
-from rank 0, the loss of every step plus the LoRA weights and optimizer state at the end,
-gathered to full size, to OUT_DIR/<run>.safetensors.
+The runs marked so in RUNS add MNTP to the objective (the layers run twice per step, and
+the LM head is tied to the embeddings). Every run sees the same global batch per step (each
+rank its own rows of it) and writes, from rank 0, the loss of every step plus the LoRA weights and optimizer state at the end,
+gathered to full size, to OUT_DIR/<run>[-mntp].safetensors.
 
-Usage: torchrun --nproc_per_node=2 fsdp_worker.py RUN MODEL_DIR OUT_DIR [--mntp]
+Usage: torchrun --nproc_per_node=2 fsdp_worker.py MODEL_DIR OUT_DIR   (every run of RUNS in turn)
 """
 from __future__ import annotations
 
@@ -90,15 +91,12 @@ def lora_weights(encoder) -> dict[str, torch.Tensor]:
 
 
 def run(name: str, model_dir: str, out_dir: Path, mntp: bool) -> None:
-    import torch.distributed as dist
-
+    """One run, written to OUT_DIR/<name>[-mntp].safetensors; every rank calls it."""
     from llm2clip import distributed as dist_utils
     from llm2clip.train import fsdp
     from llm2clip.train.checkpoint import load_checkpoint, save_checkpoint
     from safetensors.torch import save_file
 
-    if name != "single":
-        dist.init_process_group("gloo")
     rank, world = dist_utils.rank(), dist_utils.world_size()
     objective, encoder = build(model_dir, mntp)
     model = objective
@@ -130,11 +128,17 @@ def run(name: str, model_dir: str, out_dir: Path, mntp: bool) -> None:
         tensors = {f"weight/{k}": v for k, v in weights.items()}
         tensors |= {f"optimizer/{i}/{k}": v for i, entry in opt["state"].items() for k, v in entry.items()}
         tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
-        save_file(tensors, str(out_dir / f"{name}.safetensors"))
-    if name != "single":
-        dist.barrier()
-        dist.destroy_process_group()
+        save_file(tensors, str(out_dir / f"{name}{'-mntp' if mntp else ''}.safetensors"))
+    dist_utils.barrier()
 
 
-if __name__ == "__main__":
-    run(sys.argv[1], sys.argv[2], Path(sys.argv[3]), "--mntp" in sys.argv[4:])
+RUNS = [("ddp", False), ("fsdp", False), ("fsdp-resume", False), ("fsdp-bf16", False), ("ddp", True),
+        ("fsdp", True)]
+
+if __name__ == "__main__":  # every 2-process run in one launch (each launch costs the imports again)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    for run_name, with_mntp in RUNS:
+        run(run_name, sys.argv[1], Path(sys.argv[2]), with_mntp)
+    dist.destroy_process_group()
