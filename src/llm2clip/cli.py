@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from .allocator import limit_heap_retention
 from .atomic_file import WriteError, atomic_write_text
 from .choices import POOLINGS
 from .config import ConfigError, load_config
@@ -23,6 +24,7 @@ EXPECTED_ERRORS = (ValueError, OSError, ImportError, TrainingError, WriteError)
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_heap_retention()  # before any tensor exists (allocator.py: glibc keeps freed activations)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
