@@ -50,11 +50,16 @@ def build(model_dir: str, mntp: bool):
     return objective, encoder
 
 
-def make_optimizer(encoder):
-    """AdamW over the trainable weights; after sharding, which replaces the parameters."""
+def make_optimizer(objective, encoder, sharding: str | None = None):
+    """AdamW over the trainable weights, grouped on the unsharded model as the trainers do;
+    with `sharding` (a precision), the model is sharded and the groups follow it."""
+    from llm2clip.train import fsdp
     from llm2clip.train.optim import build_adamw, decay_groups
 
-    return build_adamw(decay_groups(encoder.named_parameters(), 1e-2, 0.01), 1e-2, 0.01)
+    groups = decay_groups(encoder.named_parameters(), 1e-2, 0.01)
+    if sharding:
+        groups = fsdp.shard_with_groups(objective, encoder.model, sharding, groups)
+    return build_adamw(groups, 1e-2, 0.01)
 
 
 def local_batch(objective, step: int, rank: int, world: int) -> dict:
@@ -102,9 +107,8 @@ def run(name: str, model_dir: str, out_dir: Path, mntp: bool) -> None:
     model = objective
     if name == "ddp":
         model = torch.nn.parallel.DistributedDataParallel(objective)
-    elif name.startswith("fsdp"):
-        fsdp.shard(objective, encoder.model, "bf16" if name == "fsdp-bf16" else "fp32")
-    optimizer = make_optimizer(encoder)
+    sharding = ("bf16" if name == "fsdp-bf16" else "fp32") if name.startswith("fsdp") else None
+    optimizer = make_optimizer(objective, encoder, sharding)
     model.train()
     if name == "fsdp-resume":
         losses = train_steps(model, objective, optimizer, range(RESUME_AT), rank, world)
@@ -112,8 +116,8 @@ def run(name: str, model_dir: str, out_dir: Path, mntp: bool) -> None:
                         fsdp.full_optimizer_state(optimizer), {})
         del model, objective, encoder, optimizer
         objective, encoder = build(model_dir, mntp)  # fresh weights: the checkpoint must set them
-        model = fsdp.shard(objective, encoder.model, "fp32")
-        optimizer = make_optimizer(encoder)
+        model = objective
+        optimizer = make_optimizer(objective, encoder, "fp32")
         model.train()
         state = load_checkpoint(out_dir / "checkpoints" / f"checkpoint-{RESUME_AT:08d}")
         fsdp.load_full_weights(lora_weights(encoder), state["weights"])

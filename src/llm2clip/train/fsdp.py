@@ -63,6 +63,19 @@ def shard(root: nn.Module, llm: nn.Module, precision: str) -> nn.Module:
     return root
 
 
+def shard_with_groups(root: nn.Module, llm: nn.Module, precision: str, param_groups: list[dict]) -> list[dict]:
+    """`shard` root, and return `param_groups` (the optimizer's, built on the unsharded model)
+    pointing at the sharded parameters: sharding replaces every parameter object, and an
+    optimizer holding the old ones would update weights the model no longer uses."""
+    names = {id(p): name for name, p in root.named_parameters()}
+    missing = [p for group in param_groups for p in group["params"] if id(p) not in names]
+    if missing:
+        raise ValueError(f"{len(missing)} optimizer parameters are not in the module train.fsdp shards")
+    shard(root, llm, precision)
+    sharded = dict(root.named_parameters())
+    return [{**group, "params": [sharded[names[id(p)]] for p in group["params"]]} for group in param_groups]
+
+
 def is_sharded(module: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
