@@ -17,6 +17,7 @@ SCRIPTS = {
     "bench_storage.py": ("storage", []),
     "bench_loader.py": ("loader", []),
     "bench_store_verify.py": ("store_verify", []),
+    "bench_demo_memory.py": ("demo_memory", ["--variants", "glibc-default", "checkpointing", "--steps", "1"]),
 }
 
 
