@@ -90,9 +90,7 @@ def train_steps(model, objective, optimizer, steps: range, rank: int, world: int
 
 
 def lora_weights(encoder) -> dict[str, torch.Tensor]:
-    from llm2clip.train.training_state import trainable_weights
-
-    return trainable_weights(encoder)
+    return {name: p for name, p in encoder.named_parameters() if p.requires_grad}
 
 
 def run(name: str, model_dir: str, out_dir: Path, mntp: bool) -> None:
