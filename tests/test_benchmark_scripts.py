@@ -18,6 +18,7 @@ SCRIPTS = {
     "bench_loader.py": ("loader", []),
     "bench_store_verify.py": ("store_verify", []),
     "bench_search.py": ("search", []),
+    "bench_demo_memory.py": ("demo_memory", ["--variants", "glibc-default", "checkpointing", "--steps", "1"]),
 }
 
 

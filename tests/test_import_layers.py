@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "llm2clip"
 LAYERS = [
     # foundations: import nothing of ours but each other
     {"errors", "atomic_file", "config", "choices", "paths", "safe_loading", "distributed", "devices",
-     "output_paths", "arg_types", "text_embeddings"},
+     "output_paths", "arg_types", "text_embeddings", "allocator"},
     {"vision", "losses", "adaptor"},  # vision towers and image loading | contrastive losses | the adaptor
     {"data"},  # caption records, sampling plans, image-text datasets (images read by vision/)
     {"baseline"},  # CLIP-style models with a conventional text tower (MiniLM, HF CLIP text)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .arg_types import positive_int
+from .allocator import limit_heap_retention
 from .atomic_file import WriteError, atomic_write_text
 from .config import ConfigError, load_config
 from .output_paths import require_writable_file, require_writable_folder
@@ -24,6 +25,7 @@ EXPECTED_ERRORS = (ValueError, OSError, ImportError, TrainingError, WriteError)
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_heap_retention()  # before any tensor exists (allocator.py: glibc keeps freed activations)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
