@@ -65,7 +65,8 @@ def child(spec: dict) -> None:
         from llm2clip.allocator import limit_heap_retention
 
         assert limit_heap_retention(), "mallopt did not take"
-    from llm2clip.demo import FAST, FULL, stage1_config, step_data
+    from llm2clip.demo import FAST, FULL, step_data
+    from llm2clip.demo.run import stage1_config
     from llm2clip.train.stage1 import train_stage1
 
     size = FAST if spec["quick"] else FULL
@@ -133,7 +134,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-demo-memory-"))
     model = None
     if args.quick:
-        from llm2clip.text.random_llm import save_random_llm
+        from llm2clip.testing.random_llm import save_random_llm
 
         model = str(save_random_llm(work / "tiny-llama", "llama", hidden_size=64, num_layers=2))
     rows, raw = [], {}

@@ -9,7 +9,7 @@ import torch
 from helpers import cli_under_torchrun, last_checkpoint_weights, logged_losses
 from test_stage1 import tiny_config, write_records
 from test_stage2 import config as stage2_config
-from test_stage2 import stage1_folder  # noqa: F401 (a fixture)
+from test_stage2 import fresh_stage1_folder  # noqa: F401 (a fixture)
 
 from llm2clip.config import ConfigError, load_config
 from llm2clip.data.pair_schedule import PairExample
@@ -24,6 +24,14 @@ from llm2clip.train.stage2_objective import Stage2Objective
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONS = [f"a {c} {a} on the {p}" for c in ("red", "blue", "green") for a in ("cat", "dog") for p in ("left", "right")]
+
+
+@pytest.fixture(scope="module")
+def stage1_folder(fresh_stage1_folder):
+    """A stage-1 encoder without dropout: a whole batch and its pieces draw different dropout
+    masks, so only a dropout-free LoRA can equal the un-split batch; that both passes of one
+    piece draw the same masks is test_dropout_is_replayed_in_the_second_pass."""
+    return fresh_stage1_folder
 
 
 def plain_step(objective, inputs):

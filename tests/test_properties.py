@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from llm2clip.data.batch_plan import BatchPlan
 from llm2clip.eval.retrieval import image_to_text_ranks, retrieval_metrics, text_to_image_ranks
 from llm2clip.text.pooling import pool
+from llm2clip.text_embeddings import TextEmbeddings
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -127,8 +128,8 @@ class TableEncoder(torch.nn.Module):
         self.table, self.num_truncated = table, 0
         self.dim = len(next(iter(table.values())))
 
-    def encode(self, captions, batch_size: int = 32, show_progress: bool = False) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.table[c] for c in captions]))
+    def encode(self, captions, batch_size: int = 32, show_progress: bool = False) -> TextEmbeddings:
+        return TextEmbeddings.of(torch.from_numpy(np.stack([self.table[c] for c in captions])), truncated=0)
 
     def identity(self) -> dict:
         return {"encoder": "table", "dim": self.dim}

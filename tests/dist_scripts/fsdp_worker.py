@@ -56,7 +56,7 @@ def make_optimizer(objective, encoder, sharding: str | None = None):
     from llm2clip.train import fsdp
     from llm2clip.train.optim import build_adamw, decay_groups
 
-    groups = decay_groups(encoder.named_parameters(), 1e-2, 0.01)
+    groups = decay_groups(encoder.parameters(), 1e-2, 0.01)
     if sharding:
         groups = fsdp.shard_with_groups(objective, encoder.model, sharding, groups)
     return build_adamw(groups, 1e-2, 0.01)

@@ -34,7 +34,7 @@ FULL = DemoSize(n_train=1200, n_test=200, n_stage2=256, stage1_steps=12, stage1_
                 stage2_epochs=75, stage2_batch=64, baseline_steps=300, n_val=64, n_test_families=25,
                 n_val_families=10, n_stage2_families=32, n_multilingual=50, n_wordnet=2000,
                 n_wordnet_heldout=200, text_pair_ratio=0.25)
-FAST = DemoSize(n_train=48, n_test=16, n_stage2=16, stage1_steps=2, stage1_batch=8,
+FAST = DemoSize(n_train=48, n_test=16, n_stage2=16, stage1_steps=4, stage1_batch=8,
                 stage2_epochs=10, stage2_batch=8, baseline_steps=20, n_val=4, n_test_families=2,
                 n_val_families=1, n_stage2_families=1, n_multilingual=4, n_wordnet=64,
                 n_wordnet_heldout=16, text_pair_ratio=0.25)
