@@ -180,7 +180,9 @@ def test_every_rank_stops_when_another_ranks_shards_do_not_match(tmp_path, tiny_
                            "-m", "llm2clip.cli", *args], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if "llm2clip: error:" in line]
-    assert len(errors) == 2, done.stderr[-3000:]  # one per rank
+    # Every rank raises; torchrun's agent may stop the second before its line reaches stderr,
+    # so at least one line, and never a hang (the timeout) or a rank that trained on.
+    assert 1 <= len(errors) <= 2, done.stderr[-3000:]
     assert all("2 caption(s)" in e and "field 'caption'" in e for e in errors)
     assert not (run / "metrics.jsonl").exists()
 
