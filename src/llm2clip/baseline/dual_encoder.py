@@ -25,13 +25,14 @@ from tqdm.auto import tqdm
 from ..atomic_file import atomic_write_bytes, atomic_write_text
 from ..text_embeddings import TextEmbeddings
 from ..vision import load_vision_tower
+from .text_side import TwoTowerTextSide
 from .text_tower import CLIP_TEXT_TOKENS, EMBEDDED_MINILM, SentenceTextTower
 
 CONFIG_FILE = "dual_encoder.json"
 WEIGHTS_FILE = "heads.safetensors"
 
 
-class DualEncoder(nn.Module):
+class DualEncoder(TwoTowerTextSide, nn.Module):
     def __init__(self, image_tower: str = "efficientnet-lite0", text_tower: str = EMBEDDED_MINILM,
                  embed_dim: int = 256, max_text_tokens: int = CLIP_TEXT_TOKENS, logit_scale_init: float = 1 / 0.07,
                  info: dict | None = None):
@@ -62,20 +63,9 @@ class DualEncoder(nn.Module):
     def max_text_tokens(self) -> int:
         return self.text_tower.max_tokens
 
-    # the text side as a text encoder (text/protocol.py): the projected, normalised rows
-    @property
-    def dim(self) -> int:
-        return self.embed_dim
-
-    @property
-    def max_tokens(self) -> int:
-        return self.max_text_tokens
-
+    # the text side as a text encoder (text/protocol.py, text_side.py): the projected, normalised rows
     def identity(self) -> dict:
         return {**self.sources, "embed_dim": self.embed_dim, "max_text_tokens": self.max_text_tokens}
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> TextEmbeddings:
-        return self.encode_text(texts, batch_size)
 
     @torch.no_grad()
     def image_features(self, images) -> torch.Tensor:

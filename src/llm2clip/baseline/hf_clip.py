@@ -12,10 +12,11 @@ from torch import nn
 
 from ..text_embeddings import TextEmbeddings
 from ..vision.hf_tower import load_pil_processor
+from .text_side import TwoTowerTextSide
 from .text_tower import count_truncated
 
 
-class HFClipBaseline(nn.Module):
+class HFClipBaseline(TwoTowerTextSide, nn.Module):
     """Both towers of an HF CLIP/SigLIP model; its text side is a text encoder
     (text/protocol.py: `dim`, `max_tokens`, `identity()`, `encode`)."""
 
@@ -54,14 +55,6 @@ class HFClipBaseline(nn.Module):
     def embed_dim(self) -> int:
         return int(self.model.config.projection_dim)
 
-    @property
-    def dim(self) -> int:
-        return self.embed_dim
-
-    @property
-    def max_tokens(self) -> int:
-        return self.max_text_tokens
-
     def identity(self) -> dict:
         return {"hf_clip": self.source, "max_text_tokens": self.max_text_tokens}
 
@@ -84,9 +77,6 @@ class HFClipBaseline(nn.Module):
                   for start in range(0, len(texts), batch_size)]
         embeddings = torch.cat(chunks) if chunks else torch.empty(0, self.embed_dim)
         return TextEmbeddings.of(embeddings, count_truncated(self.tokenizer, texts, self.max_text_tokens))
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> TextEmbeddings:
-        return self.encode_text(texts, batch_size)
 
 def _features(output) -> torch.Tensor:
     """transformers 5 returns a model output whose pooler_output holds the projected features."""
