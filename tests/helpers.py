@@ -1,4 +1,5 @@
 """Test helpers shared by several test files (launching torchrun, reading a run's outputs)."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +20,14 @@ def torchrun(nproc: int, target: list[str], timeout: int = 300) -> subprocess.Co
     done = subprocess.run(launcher + target, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"torchrun failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done
+
+
+def load_worker(path: Path):
+    """A script of tests/dist_scripts/ imported as a module, to run its code in this process."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cli_under_torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:

@@ -4,22 +4,14 @@ The worker (tests/dist_scripts/loss_worker.py) trains one step per (split, loss)
 rank's share of a fixed global batch, with even (4+4) and uneven (5+3) shares; here we
 redo each step in a single process on the concatenated batch, without DDP.
 """
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import torchrun
+from helpers import load_worker, torchrun
 from safetensors.torch import load_file
 
 WORKER = Path(__file__).parent / "dist_scripts" / "loss_worker.py"
-
-
-def load_worker():
-    spec = importlib.util.spec_from_file_location("loss_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +35,7 @@ def single_process_step(worker, result, split, loss_name):
 @pytest.mark.parametrize("split", ["even", "uneven"])
 @pytest.mark.parametrize("loss_name", ["simcse", "clip", "siglip"])
 def test_two_ranks_match_one_process(two_rank_result, split, loss_name):
-    worker = load_worker()
+    worker = load_worker(WORKER)
     loss, grads = single_process_step(worker, two_rank_result, split, loss_name)
 
     per_rank = two_rank_result[f"{split}/{loss_name}/loss_per_rank"]

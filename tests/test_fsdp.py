@@ -5,22 +5,14 @@ the shards is today's full checkpoint, and resuming from it equals an uninterrup
 The worker (tests/dist_scripts/fsdp_worker.py) runs stage 1's objective; the single-process
 reference runs the same code here.
 """
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import torchrun
+from helpers import load_worker, torchrun
 from safetensors.torch import load_file
 
 WORKER = Path(__file__).parent / "dist_scripts" / "fsdp_worker.py"
-
-
-def load_worker():
-    spec = importlib.util.spec_from_file_location("fsdp_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read(out: Path, name: str) -> tuple[torch.Tensor, dict, dict]:
@@ -45,7 +37,7 @@ def assert_same_training(a, b, atol: float) -> None:
 def runs(tmp_path_factory, tiny_llama):
     """The single-process reference and every 2-process run of SimCSE."""
     out = tmp_path_factory.mktemp("fsdp")
-    load_worker().run("single", tiny_llama, out, False)
+    load_worker(WORKER).run("single", tiny_llama, out, False)
     torchrun(2, [str(WORKER), tiny_llama, str(out)], timeout=600)
     return out
 
