@@ -132,8 +132,10 @@ class Training:
             with torch.no_grad():
                 for name, value in state["weights"].items():
                     params[name].copy_(value)
+            base_lrs = list(self.scheduler.base_lrs)  # the configured peaks, before the checkpoint's
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            continue_schedule(self.optimizer, self.scheduler, base_lrs)
             restore_rng(state["rng"])
             log.info("resumed from %s (step %d)", state["path"], state["step"])
             self.start = int(state["step"])
@@ -198,6 +200,17 @@ def check_finite(value: float, step: int, out: Path) -> None:
         where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
         raise TrainingError(f"the loss became {value} at step {step}; stopping before the update ({where}). "
                             f"Lower the learning rate or check the data, then --resume.")
+
+
+def continue_schedule(optimizer, scheduler, base_lrs: list[float]) -> None:
+    """Set each group's lr to this run's schedule at the checkpoint's step. The restored
+    optimiser holds the lr the saved run's schedule gave; a resume with another max_steps,
+    warmup or lr would take its first step at that stale value."""
+    lrs = [base * factor(scheduler.last_epoch) for base, factor in zip(base_lrs, scheduler.lr_lambdas)]
+    for group, base, lr in zip(optimizer.param_groups, base_lrs, lrs):
+        group["initial_lr"], group["lr"] = base, lr
+    scheduler.base_lrs = list(base_lrs)
+    scheduler._last_lr = lrs  # what get_last_lr() reports until the next step
 
 
 def apply_update(accelerator, params, optimizer, scheduler, grad_clip: float) -> float | None:
