@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..atomic_file import atomic_write_bytes, atomic_write_text
 from ..text_embeddings import TextEmbeddings
@@ -75,13 +74,10 @@ class DualEncoder(TwoTowerTextSide, nn.Module):
 
     @torch.no_grad()
     def text_features(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> TextEmbeddings:
-        """The frozen text tower's features, with how many texts it cut at `max_text_tokens`."""
-        texts = list(texts)
-        starts = range(0, len(texts), batch_size)
-        chunks = [self.text_tower.encode(texts[s:s + batch_size], batch_size)
-                  for s in tqdm(starts, desc="text features", unit="batch", disable=not show_progress)]
-        features = torch.cat(chunks) if chunks else torch.empty(0, self.text_tower.width)
-        return TextEmbeddings.of(features, sum(chunk.truncated for chunk in chunks))
+        """The frozen text tower's features on the heads' device, with how many texts it cut
+        at `max_text_tokens`."""
+        features = self.text_tower.encode(texts, batch_size, show_progress)
+        return TextEmbeddings.of(features.embeddings.to(self.text_projection.weight.device), features.truncated)
 
     # ----------------------------------------------------------------- the model
     def project_images(self, features: torch.Tensor) -> torch.Tensor:

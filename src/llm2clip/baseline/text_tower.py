@@ -11,6 +11,7 @@ import os
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 from torch import nn
 
 from ..text_embeddings import TextEmbeddings
@@ -82,9 +83,10 @@ class SentenceTextTower(nn.Module):
         return self.features(**self.tokenize(texts))
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> TextEmbeddings:
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> TextEmbeddings:
         """Texts -> [N, width] features on CPU, with how many were cut at `max_tokens`."""
         texts = list(texts)
-        chunks = [self(texts[s:s + batch_size]).float().cpu() for s in range(0, len(texts), batch_size)]
+        starts = tqdm(range(0, len(texts), batch_size), desc="text features", unit="batch", disable=not show_progress)
+        chunks = [self(texts[s:s + batch_size]).float().cpu() for s in starts]
         features = torch.cat(chunks) if chunks else torch.empty(0, self.width)
         return TextEmbeddings.of(features, count_truncated(self.tokenizer, texts, self.max_tokens))

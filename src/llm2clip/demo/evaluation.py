@@ -21,6 +21,7 @@ from ..eval.models import load_eval_model, model_fingerprint
 from ..eval.report import write_report
 from ..eval.runner import EvalModel, LoadedBenchmark, evaluate, load_benchmark
 from ..eval.stored_captions import StoredCaptionModel
+from .dataset import MULTILINGUAL_FIELDS
 from .emoji_pool import LANGUAGES
 from .near_duplicates import NEAR_DUPLICATE_FIELD
 
@@ -30,7 +31,7 @@ IMAGE_AND_TEXT_BATCH = 64
 # (data file, caption fields) whose captions the LLM2CLIP models look up in their store
 EVALUATED_CAPTIONS = (("val", STAGE2_FIELDS), ("test", STAGE2_FIELDS), ("neardup_val", (NEAR_DUPLICATE_FIELD,)),
                       ("neardup_test", (NEAR_DUPLICATE_FIELD,)),
-                      ("multilingual_test", tuple(f"short_{lang}" for lang in LANGUAGES)))
+                      ("multilingual_test", MULTILINGUAL_FIELDS))
 
 
 def retrieval_benchmarks(data: dict[str, str], split: str) -> list[LoadedBenchmark]:

@@ -30,9 +30,8 @@ from pathlib import Path
 
 from ..atomic_file import atomic_write_text
 from ..config import load_config, packaged_config
-from .dataset import MULTILINGUAL_FIELDS, step_data
-from .evaluation import MODELS, STAGE2_FIELDS, evaluate_demo, evaluate_stage1
-from .near_duplicates import NEAR_DUPLICATE_FIELD
+from .dataset import step_data
+from .evaluation import EVALUATED_CAPTIONS, MODELS, STAGE2_FIELDS, evaluate_demo, evaluate_stage1
 from .sizes import FAST, FULL, DemoSize
 from .summary import render_summary
 
@@ -41,10 +40,7 @@ log = logging.getLogger("llm2clip.demo")
 STAGE1_FIELDS = ("short", "short_alt", "spatial")  # CRA pairs captions 1 and 2
 # (data file, caption fields) embedded once per caption encoder: stage 2's pairs and every
 # caption the evaluation retrieves with
-EMBEDDED_CAPTIONS = (("stage2", STAGE2_FIELDS), ("val", STAGE2_FIELDS), ("test", STAGE2_FIELDS),
-                     ("neardup_val", (NEAR_DUPLICATE_FIELD,)), ("neardup_test", (NEAR_DUPLICATE_FIELD,)),
-                     ("multilingual_test", MULTILINGUAL_FIELDS))
-
+EMBEDDED_CAPTIONS = (("stage2", STAGE2_FIELDS),) + EVALUATED_CAPTIONS
 
 def run_demo(out: str | os.PathLike, fast: bool = False) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -190,10 +186,6 @@ def _relative(value, root: Path):
     if isinstance(value, str) and os.sep in value and Path(value).resolve().is_relative_to(root.resolve()):
         return str(Path(value).resolve().relative_to(root.resolve()))
     return value
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def _write_json(path: Path, data: dict) -> None:
