@@ -10,6 +10,7 @@ from llm2clip.cli import main as cli_main
 from llm2clip.demo import MODELS, STAGE2_FIELDS
 from llm2clip.demo.emoji_pool import LANGUAGES
 from llm2clip.demo.near_duplicates import FAMILY_SIZE
+from llm2clip.demo.search_step import SEARCH_MODELS, TOP_K
 
 
 def _finite_percentages(metrics: dict) -> bool:
@@ -69,7 +70,18 @@ def test_fast_demo_is_deterministic_learns_and_reuses_finished_steps(tmp_path, c
         losses = _losses(out / "stage2" / model / "metrics.jsonl")
         assert sum(losses[-3:]) < 0.5 * sum(losses[:3]), (model, losses)
 
-    for artifact in ("stage1/final/caption_encoder.json", "baseline/dual_encoder.json",
+    # the demo ends with a search: each model's top 5 for every family's first walk caption
+    search = summary["search"]
+    assert len(search["queries"]) == size["n_test_families"] and search["images"] == n_test + families
+    for query, own in zip(search["queries"], search["query_images"]):
+        for model in SEARCH_MODELS:
+            hits = search["hits"][query][model]
+            assert len(hits) == TOP_K and [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+            assert all((out / key).is_file() for key, _ in hits), hits
+        assert (out / own).is_file()
+    assert all(0 <= n <= len(search["queries"]) for n in search["own_scene_first"].values())
+
+    for artifact in ("eval/search.html", "eval/search.png", "stage1/final/caption_encoder.json", "baseline/dual_encoder.json",
                      "embeddings/llm2clip/store.json", "embeddings/llm2clip_raw_llm/store.json",
                      "stage2/llm2clip/final/llm2clip.json", "stage2/llm2clip_raw_llm/final/llm2clip.json",
                      "eval/results.json", "eval/report.md", "eval/retrieval.png", "eval/multilingual_radar.png",

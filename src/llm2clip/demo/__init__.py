@@ -1,6 +1,6 @@
 """`llm2clip demo`: the whole method on embedded real models and data, on a laptop CPU.
 
-    run.py              the steps (data, baseline, stage 1, embed, stage 2, eval)
+    run.py              the steps (data, baseline, stage 1, embed, stage 2, eval, search)
     sizes.py            the full and the --fast size, with the token budget
     dataset.py          the data step: splits (train, val, test) and their files
     evaluation.py       the eval step, through the eval runner and report writer
@@ -10,6 +10,7 @@
     near_duplicates.py  the near-duplicate long-caption benchmark's families
     captions.py         the caption grammar (short, spatial, dense, long, walk, one per language)
     rendering.py        drawing scenes with the emoji font; writing a dataset folder
+    search_step.py      the search step: the test images searched with long queries, side by side
 """
 from .dataset import step_data
 from .evaluation import MODELS, STAGE2_FIELDS, evaluate_demo

@@ -17,6 +17,8 @@ killed run resumes):
   6. eval      CRA on held-out WordNet pairs; retrieval (short, long, near-duplicate,
                13 languages) on the test and validation splits: baseline vs LLM2CLIP vs
                LLM2CLIP on the raw LLM, through the eval runner (evaluation.py)
+  7. search    the test images indexed by the baseline and by LLM2CLIP, searched with long
+               queries that differ from their neighbours past 77 tokens (search_step.py)
 Every number is measured by the run; nothing is read from a stored result.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..atomic_file import atomic_write_text
 from ..config import load_config, packaged_config
 from .dataset import step_data
 from .evaluation import EVALUATED_CAPTIONS, MODELS, STAGE2_FIELDS, evaluate_demo, evaluate_stage1
+from .search_step import step_search
 from .sizes import FAST, FULL, DemoSize
 from .summary import render_summary
 
@@ -62,10 +65,11 @@ def run_demo(out: str | os.PathLike, fast: bool = False) -> dict:
     models = timed("stage2", step_stage2, out / "stage2", data, stores, size)
     stage1["eval"] = timed("eval_stage1", evaluate_stage1, out / "eval" / "stage1", data, stores)
     evaluation = timed("eval", evaluate_demo, out / "eval", data, baseline, models, stores)
+    search = timed("search", step_search, out / "eval", data, baseline, models)
     # summary.json holds what the run measured, with paths relative to `out`, so two runs
     # from fresh folders write the same file; the wall-clock times go to timings.json
     summary = {"fast": fast, "size": asdict(size), "data": _construction(data),
-               "stage1": _relative(stage1, out), "eval": _relative(evaluation, out)}
+               "stage1": _relative(stage1, out), "eval": _relative(evaluation, out), "search": _relative(search, out)}
     _write_json(out / "summary.json", summary)
     times = {"minutes": timings, "total_minutes": round((time.perf_counter() - began) / 60, 2)}
     _write_json(out / "timings.json", times)
@@ -183,6 +187,8 @@ def _relative(value, root: Path):
     """`value` with every path under `root` (a string naming a file or folder) relative to it."""
     if isinstance(value, dict):
         return {k: _relative(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, root) for v in value]
     if isinstance(value, str) and os.sep in value and Path(value).resolve().is_relative_to(root.resolve()):
         return str(Path(value).resolve().relative_to(root.resolve()))
     return value

@@ -17,6 +17,7 @@ def render_summary(summary: dict) -> str:
         lines += _retrieval(split, results)
     lines += _near_duplicates(summary["data"], summary["eval"]["results"]["emoji-neardup"])
     lines += _multilingual(summary["eval"]["results"])
+    lines += _search(summary["search"]) if summary["search"] else []
     lines.append(f"minutes per step: {summary['minutes']}; total {summary['total_minutes']} min")
     return "\n".join(lines)
 
@@ -73,3 +74,10 @@ def _multilingual(results: dict) -> list[str]:
     ahead = sum(results[f"emoji-multilingual/{lang}"]["results"]["llm2clip"]["t2i_R@1"]
                 > results[f"emoji-multilingual/{lang}"]["results"]["baseline"]["t2i_R@1"] for lang in LANGUAGES)
     return lines + [f"LLM2CLIP's T2I R@1 is ahead of the baseline's in {ahead} of {len(LANGUAGES)} languages", ""]
+
+
+def _search(search: dict) -> list[str]:
+    n = len(search["queries"])
+    counts = ", ".join(f"{MODEL_LABELS[name]} {first} of {n}" for name, first in search["own_scene_first"].items())
+    return [f"Search ({search['images']} test images; long queries whose families read the same in 77 tokens): "
+            f"the query's own scene ranked first for {counts}. Gallery: {search['html']}", ""]
