@@ -123,11 +123,16 @@ def stage1_config(folder: Path, data: dict[str, str], size: DemoSize):
 def step_embed(folder: Path, data: dict[str, str], tuned_encoder: str) -> dict[str, dict[str, str]]:
     """One store per caption encoder over the stage-2 training and test captions.
 
+    The LLM runs under bf16 autocast on CPUs with hardware bf16 (AMX, AVX512-BF16: ~1.8x
+    the fp32 speed here, cosine to the fp32 embedding >= 0.9999), else in fp32; the store
+    is fp16 either way.
+
     The raw-LLM encoder is the base model with the demo's settings and a fresh LoRA
     whose B matrices are zero (peft's initialisation), i.e. exactly the raw LLM, saved
     in the small adapter format so it has a folder and an identity like the tuned one.
     """
     from ..data.records import read_caption_records
+    from ..devices import cpu_has_native_bf16
     from ..embeddings import write_embedding_store
     from ..text import CaptionEncoder
     from ..train.stage1 import load_encoder
@@ -143,8 +148,9 @@ def step_embed(folder: Path, data: dict[str, str], tuned_encoder: str) -> dict[s
     for name, encoder_dir in (("llm2clip", tuned_encoder), ("llm2clip_raw_llm", str(raw_folder))):
         store = folder / name
         if not (store / "store.json").is_file():
-            encoder = CaptionEncoder.from_pretrained(encoder_dir, precision="fp32").requires_grad_(False).eval()
-            log.info("embed: %d captions with %s", sum(len(r.captions) for r in records), encoder_dir)
+            precision = "bf16" if cpu_has_native_bf16() else "fp32"
+            encoder = CaptionEncoder.from_pretrained(encoder_dir, precision=precision).requires_grad_(False).eval()
+            log.info("embed: %d captions with %s (%s)", sum(len(r.captions) for r in records), encoder_dir, precision)
             write_embedding_store(encoder, records, store, dtype="fp16", shard_size=256, batch_size=16,
                                   show_progress=True)
             del encoder
