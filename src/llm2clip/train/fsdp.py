@@ -113,12 +113,13 @@ def _full(value: Any) -> Any:
 def full_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Each (possibly sharded) tensor at full size, on the CPU, on rank 0 only (an empty dict
     elsewhere). Gathered one tensor at a time, so no rank ever holds more than one full weight
-    it does not keep."""
+    it does not keep. A plain CPU tensor comes back as itself (not copied): the checkpoint
+    writer reads it at once, and a run without FSDP keeps its memory as before."""
     out: dict[str, torch.Tensor] = {}
     for name in sorted(weights):
         full = _full(weights[name].detach())
         if dist_utils.rank() == 0:
-            out[name] = full.cpu().clone()
+            out[name] = full.cpu()
     return out
 
 
@@ -131,7 +132,7 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         entry = {}
         for key in sorted(state_dict["state"][index]):
             value = _full(state_dict["state"][index][key])
-            entry[key] = value.cpu().clone() if torch.is_tensor(value) else value
+            entry[key] = value.cpu() if torch.is_tensor(value) else value
         state[index] = entry
     return {"state": state if dist_utils.rank() == 0 else {}, "param_groups": state_dict["param_groups"]}
 
