@@ -141,3 +141,56 @@ def test_offline_stage2_refuses_fsdp(tmp_path, capsys):
                                   "data": {"train": str(tmp_path / "data.jsonl"), "embeddings": str(tmp_path / "store")},
                                   "train": {"mode": "offline", "fsdp": True, "output_dir": str(tmp_path / "run")}}))
     refused(capsys, "stage2", config, "offline")
+
+
+# ---------------------------------------------------------------- online stage 2
+@pytest.fixture(scope="module")
+def lora_folder(tiny_llama, tmp_path_factory):
+    """A stage-1 LoRA with non-zero B (it changes the embeddings) and dropout 0 (ranks draw
+    their own dropout masks, so only without it can 2 processes equal 1)."""
+    from llm2clip.text import CaptionEncoder
+
+    encoder = CaptionEncoder.from_pretrained(tiny_llama, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, param in encoder.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    folder = tmp_path_factory.mktemp("lora-stage1") / "final"
+    encoder.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("mode", ["online_lora", "online_frozen"])
+def test_online_stage2_with_fsdp_on_two_processes_equals_one_process(tmp_path, tiny_visions, lora_folder, mode):
+    from test_stage2 import write_dataset
+
+    data, _ = write_dataset(tmp_path / "data")
+
+    def recipe(name: str, batch: int, fsdp: bool) -> Path:
+        train = {"mode": mode, "output_dir": str(tmp_path / name), "batch_size": batch, "grad_accum": 2,
+                 "max_steps": 3, "lr_vision": 1.0e-3, "lr_adaptor": 3.0e-3, "lr_llm": 1.0e-2, "warmup_steps": 1,
+                 "grad_clip": CLIP, "save_every": 3, "precision": "fp32", "device": "cpu", "fsdp": fsdp}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps({
+            "model": {"vision": tiny_visions["clip"], "caption_encoder": lora_folder, "embed_dim": 32,
+                      "adaptor": {"kind": "mlp", "num_blocks": 2}},
+            "data": {"train": str(data), "real_fields": ["raw_caption"], "dense_fields": ["longSV"], "num_workers": 0},
+            "train": train}))
+        return path
+
+    assert cli_main(["stage2", "--config", str(recipe("one", 8, False))]) == 0
+    done = cli_under_torchrun(2, "stage2", "--config", str(recipe("fsdp", 4, True)))
+    assert "2 decoder layers and the rest of the stage2 model sharded over 2 processes" in done.stderr
+    one, fsdp = tmp_path / "one", tmp_path / "fsdp"
+    assert logged_losses(fsdp) == pytest.approx(logged_losses(one), abs=1e-5)
+    logged = (fsdp / "metrics.jsonl").read_text().splitlines()
+    assert min(json.loads(line)["grad_norm"] for line in logged) > CLIP
+    assert json.loads(logged[-1])["logit_scale"] != json.loads(logged[0])["logit_scale"]  # it trained (the hook)
+    files = ["model.safetensors", "caption_encoder/adapter_model.safetensors"]  # the tuned LoRA or a copy
+    for a, b in ((last_checkpoint_weights(one), last_checkpoint_weights(fsdp)),
+                 *((load_file(str(one / "final" / f)), load_file(str(fsdp / "final" / f))) for f in files)):
+        assert set(b) == set(a)
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-5, msg=lambda m: f"{name}: {m}")

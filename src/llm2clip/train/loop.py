@@ -123,6 +123,7 @@ class Training:
     def build(cls, run: Run, stage: Stage, param_groups: list[dict], lr: float, weight_decay: float,
               steps: int, logs: tuple[MetricsLog, ...] = ()) -> Training:
         if run.settings.fsdp:  # before the optimiser: sharding replaces every parameter
+            stage.objective.to(run.accelerator.device)  # what accelerate's prepare does without FSDP
             layers = len(fsdp.decoder_layers(stage.llm))
             param_groups = fsdp.shard_with_groups(stage.objective, stage.llm, compute_precision(run.accelerator),
                                                   param_groups)
