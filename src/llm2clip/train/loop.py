@@ -146,7 +146,7 @@ class Training:
         weights = fsdp.full_weights(self.weights())
         if not self.run.main:
             return None
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[]):  # the stages build on the CPU: only its RNG moves
             fresh = build()
         fsdp.load_full_weights(trainable(fresh), weights)
         return fresh
