@@ -8,7 +8,11 @@ What `train.fsdp: true` does:
 - every decoder layer of the LLM (the classes its `_no_split_modules` names) becomes one
   FSDP unit, and the training module around it the root unit (the embeddings, the final
   norm and, in stage 2, the vision tower and adaptor), so each rank holds 1/W of every
-  weight and all-gathers one layer at a time;
+  weight and all-gathers one layer at a time; scalar parameters (stage 2's logit scale and
+  bias), which `fully_shard` cannot cut, stay whole on every rank, their gradients averaged
+  over ranks by a hook as DDP averages them (our losses give every rank the global batch's
+  loss, so these gradients agree already; the average keeps the ranks' copies equal for any
+  objective);
 - gradients are reduce-scattered and averaged over ranks, as DDP averages them, so the
   losses' cross-rank gather (distributed.py: each rank gets W x its rows' gradient) gives
   the single-process gradient of the global batch;
@@ -59,8 +63,21 @@ def shard(root: nn.Module, llm: nn.Module, precision: str) -> nn.Module:
     policy = MixedPrecisionPolicy(param_dtype=_COMPUTE_DTYPES[precision], reduce_dtype=torch.float32)
     for layer in decoder_layers(llm):
         fully_shard(layer, mesh=mesh, mp_policy=policy)
-    fully_shard(root, mesh=mesh, mp_policy=policy)
+    scalars = {p for p in root.parameters() if p.ndim == 0}
+    fully_shard(root, mesh=mesh, mp_policy=policy, ignored_params=scalars)
+    for param in scalars:
+        if param.requires_grad:
+            param.register_post_accumulate_grad_hook(_average_over_ranks)
     return root
+
+
+def _average_over_ranks(param: nn.Parameter) -> None:
+    """The gradient's mean over ranks, after each backward. With gradient accumulation the
+    earlier micro-steps' part is already the same on every rank, so averaging it again keeps it."""
+    import torch.distributed as dist
+
+    dist.all_reduce(param.grad)
+    param.grad.div_(dist_utils.world_size())
 
 
 def shard_with_groups(root: nn.Module, llm: nn.Module, precision: str, param_groups: list[dict]) -> list[dict]:
@@ -96,9 +113,17 @@ def no_gradient_sync(module: nn.Module, skip: bool) -> Iterator[None]:
 
 
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
-    """torch's clip over sharded gradients; the norm is of the full (global) gradient."""
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    return float(_full(norm))
+    """torch's clip over sharded gradients (and the whole ones of scalar parameters); the norm
+    is of the full (global) gradient. Returns it, before clipping."""
+    from torch.distributed.tensor import DTensor
+
+    kinds = [[p for p in params if isinstance(p, DTensor) == sharded] for sharded in (True, False)]
+    kinds = [kind for kind in kinds if any(p.grad is not None for p in kind)]
+    norms = [_full(torch.nn.utils.get_total_norm([p.grad for p in kind if p.grad is not None])) for kind in kinds]
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    for kind in kinds:  # torch cannot scale DTensors and plain tensors in one call
+        torch.nn.utils.clip_grads_with_norm_(kind, max_norm, total)
+    return float(total)
 
 
 # ---------------------------------------------------------------- full state for checkpoints
@@ -113,12 +138,13 @@ def _full(value: Any) -> Any:
 def full_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Each (possibly sharded) tensor at full size, on the CPU, on rank 0 only (an empty dict
     elsewhere). Gathered one tensor at a time, so no rank ever holds more than one full weight
-    it does not keep."""
+    it does not keep. A plain CPU tensor comes back as itself (not copied): the checkpoint
+    writer reads it at once, and a run without FSDP keeps its memory as before."""
     out: dict[str, torch.Tensor] = {}
     for name in sorted(weights):
         full = _full(weights[name].detach())
         if dist_utils.rank() == 0:
-            out[name] = full.cpu().clone()
+            out[name] = full.cpu()
     return out
 
 
@@ -131,7 +157,7 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         entry = {}
         for key in sorted(state_dict["state"][index]):
             value = _full(state_dict["state"][index][key])
-            entry[key] = value.cpu().clone() if torch.is_tensor(value) else value
+            entry[key] = value.cpu() if torch.is_tensor(value) else value
         state[index] = entry
     return {"state": state if dist_utils.rank() == 0 else {}, "param_groups": state_dict["param_groups"]}
 

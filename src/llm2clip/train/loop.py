@@ -5,6 +5,11 @@ micro-batches, its log row, what its checkpoints hold. The loop does the rest al
 both: start the run, resume exactly (weights, optimiser, schedule, RNG, logs), and per
 optimiser step: micro-batches -> backward -> finite check -> clip/update/schedule -> log
 -> checkpoint, on a CPU, one GPU or many processes (DDP syncs on a step's last micro-batch).
+
+With `train.fsdp` the objective is sharded (fsdp.py) before the optimiser is built and is
+not given to accelerate; the checkpoints hold full tensors either way, so the files do not
+depend on how the run was spread, and `unsharded` gives the main process a whole copy to
+save and evaluate.
 """
 from __future__ import annotations
 
@@ -14,19 +19,21 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from .. import distributed as dist_utils
+from ..config import ConfigError
+from . import fsdp
 from .checkpoint import list_checkpoints, load_latest, restore_rng, save_checkpoint
 from .grad_cache import average_gradients, grad_cache_step
 from .metrics_log import MetricsLog
 from .optim import build_adamw, build_schedule
 from .run_settings import RunSettings
-from .runtime import TrainingError, make_accelerator, prepare_output, setup_logging
+from .runtime import TrainingError, compute_precision, make_accelerator, prepare_output, setup_logging
 
 log = logging.getLogger("llm2clip.train")
 
@@ -53,6 +60,10 @@ def start_run(cfg: Any, resume: bool, config_file: str | None) -> Run:
     cfg.validate()
     t: RunSettings = cfg.train
     accelerator = make_accelerator(t.precision, t.device)
+    if t.fsdp and accelerator.num_processes < 2:
+        raise ConfigError(f"train.fsdp shards the LLM across processes, and this run has "
+                          f"{accelerator.num_processes}: launch 2 or more with torchrun (or accelerate launch), "
+                          "or leave train.fsdp false")
     setup_logging(accelerator.is_main_process)
     out = prepare_output(t.output_dir, cfg, resume, accelerator.is_main_process, config_file)
     torch.manual_seed(t.seed)
@@ -77,6 +88,7 @@ class Stage:
     name: str  # the progress bar's label
     objective: nn.Module  # forward(**inputs) -> {"loss": scalar, ...more scalars to log}
     saved: nn.Module  # whose trainable weights a checkpoint holds
+    llm: nn.Module | None = None  # the LLM inside `objective` whose decoder layers train.fsdp shards
 
     def micro_batch(self, step: int, index: int) -> tuple[dict[str, Any], int]:
         """(the objective's inputs on the device, their sample count) of micro-batch `index`
@@ -110,12 +122,34 @@ class Training:
     @classmethod
     def build(cls, run: Run, stage: Stage, param_groups: list[dict], lr: float, weight_decay: float,
               steps: int, logs: tuple[MetricsLog, ...] = ()) -> Training:
+        if run.settings.fsdp:  # before the optimiser: sharding replaces every parameter
+            stage.objective.to(run.accelerator.device)  # what accelerate's prepare does without FSDP
+            layers = len(fsdp.decoder_layers(stage.llm))
+            param_groups = fsdp.shard_with_groups(stage.objective, stage.llm, compute_precision(run.accelerator),
+                                                  param_groups)
+            log.info("train.fsdp: %d decoder layers and the rest of the %s model sharded over %d processes",
+                     layers, stage.name, run.accelerator.num_processes)
         optimizer = build_adamw(param_groups, lr, weight_decay)
         scheduler = build_schedule(optimizer, run.settings.schedule, run.settings.warmup_steps, steps)
         return cls(run, stage, optimizer, scheduler, steps, logs=[run.metrics, *logs])
 
     def weights(self) -> dict[str, torch.Tensor]:
-        return {name: p for name, p in self.stage.saved.named_parameters() if p.requires_grad}
+        return trainable(self.stage.saved)
+
+    def unsharded(self, build: Callable[[], nn.Module]) -> nn.Module | None:
+        """`stage.saved` as trained so far, whole, on the main process (None on the others; every
+        process must call it). Under FSDP, `build()` makes a fresh unsharded one the way the run
+        made its own, and gets the gathered trainable weights (all that training changed);
+        its random draws do not move this process's RNG."""
+        if not self.run.settings.fsdp:
+            return self.stage.saved if self.run.main else None
+        weights = fsdp.full_weights(self.weights())
+        if not self.run.main:
+            return None
+        with torch.random.fork_rng(devices=[]):  # the stages build on the CPU: only its RNG moves
+            fresh = build()
+        fsdp.load_full_weights(trainable(fresh), weights)
+        return fresh
 
     def resume(self) -> dict[str, Any]:
         """Load the newest good checkpoint (weights, optimiser, schedule, RNG) and cut the logs
@@ -129,11 +163,9 @@ class Training:
             mismatch = set(state["weights"]) ^ set(params)
             if mismatch:
                 raise ValueError(f"checkpoint {state['path']} does not match the model: {sorted(mismatch)[:5]}")
-            with torch.no_grad():
-                for name, value in state["weights"].items():
-                    params[name].copy_(value)
+            fsdp.load_full_weights(params, state["weights"])  # each process its shards of the full tensors
             base_lrs = list(self.scheduler.base_lrs)  # the configured peaks, before the checkpoint's
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(fsdp.shard_optimizer_state(self.optimizer, state["optimizer"]))
             self.scheduler.load_state_dict(state["scheduler"])
             continue_schedule(self.optimizer, self.scheduler, base_lrs)
             restore_rng(state["rng"])
@@ -145,13 +177,17 @@ class Training:
 
     def save(self, step: int) -> None:
         meta = {"scheduler": self.scheduler.state_dict(), **self.stage.checkpoint_meta()}
-        save_checkpoint(self.run.out / "checkpoints", step, self.weights(), self.optimizer.state_dict(), meta,
-                        keep=self.run.settings.keep_checkpoints)
+        save_checkpoint(self.run.out / "checkpoints", step, fsdp.full_weights(self.weights()),
+                        fsdp.full_optimizer_state(self.optimizer), meta, keep=self.run.settings.keep_checkpoints)
 
     def fit(self) -> None:
         run, stage = self.run, self.stage
-        model, self.optimizer = run.accelerator.prepare(stage.objective, self.optimizer)
-        trainable = [p for p in stage.objective.parameters() if p.requires_grad]
+        if run.settings.fsdp:  # sharded in build; accelerate's wrapping is DDP's
+            model, clip = stage.objective, fsdp.clip_grad_norm
+        else:
+            model, self.optimizer = run.accelerator.prepare(stage.objective, self.optimizer)
+            clip = run.accelerator.clip_grad_norm_
+        params = list(trainable(stage.objective).values())
         model.train()
         stage.before_first_step()
         bar = tqdm(range(self.start, self.steps), initial=self.start, total=self.steps, desc=stage.name,
@@ -160,7 +196,7 @@ class Training:
             began = time.perf_counter()
             means, last, samples = self._accumulate(model, step)
             check_finite(means["loss"], step, run.out)
-            grad_norm = apply_update(run.accelerator, trainable, self.optimizer, self.scheduler, run.settings.grad_clip)
+            grad_norm = apply_update(clip, params, self.optimizer, self.scheduler, run.settings.grad_clip)
             stage.after_update()
             lr = self.optimizer.param_groups[0]["lr"]
             result = StepResult(step + 1, means, last, grad_norm, lr, lr / self.optimizer.param_groups[0]["initial_lr"],
@@ -182,7 +218,7 @@ class Training:
                     outputs = grad_cache_step(self.stage.objective, inputs, t.batch_size // t.micro_batch,
                                               t.grad_accum)
             else:
-                with nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(model):
+                with self._no_sync(model, skip=micro < t.grad_accum - 1):
                     outputs = model(**inputs)
                     accelerator.backward(outputs["loss"] / t.grad_accum)
             last = {key: value.item() for key, value in outputs.items()}
@@ -192,6 +228,17 @@ class Training:
         if t.micro_batch:
             average_gradients([p for p in self.stage.objective.parameters() if p.requires_grad])
         return means, last, samples
+
+    def _no_sync(self, model, skip: bool):
+        """DDP's or FSDP's: no gradient reduction while `skip` (a step's micro-batches but its last)."""
+        if self.run.settings.fsdp:
+            return fsdp.no_gradient_sync(model, skip)
+        return self.run.accelerator.no_sync(model) if skip else nullcontext()
+
+
+def trainable(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters of `module` that train, by name (what a checkpoint holds)."""
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}
 
 
 def check_finite(value: float, step: int, out: Path) -> None:
@@ -213,10 +260,11 @@ def continue_schedule(optimizer, scheduler, base_lrs: list[float]) -> None:
     scheduler._last_lr = lrs  # what get_last_lr() reports until the next step
 
 
-def apply_update(accelerator, params, optimizer, scheduler, grad_clip: float) -> float | None:
-    """Clip (when grad_clip > 0), step the optimizer and schedule, clear the gradients;
-    returns the gradient norm before clipping (None without clipping)."""
-    grad_norm = accelerator.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else None
+def apply_update(clip, params, optimizer, scheduler, grad_clip: float) -> float | None:
+    """Clip (when grad_clip > 0, with `clip(params, max_norm)`: accelerate's or FSDP's), step the
+    optimizer and schedule, clear the gradients; returns the gradient norm before clipping
+    (None without clipping)."""
+    grad_norm = clip(params, grad_clip) if grad_clip > 0 else None
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)

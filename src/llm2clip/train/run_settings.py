@@ -31,6 +31,9 @@ class RunSettings:
     seed: int = setting(42, at_least=0, at_most=MAX_SEED)
     save_every: int = setting(100, at_least=1)
     keep_checkpoints: int = setting(2, at_least=0)  # 0 keeps every checkpoint
+    # shard the LLM across the processes (fsdp.py: torch's fully_shard per decoder layer)
+    # instead of replicating it (accelerate's DDP); needs 2+ processes (torchrun)
+    fsdp: bool = False
 
     def check(self) -> None:
         """What the per-field ranges cannot say."""
@@ -40,6 +43,12 @@ class RunSettings:
         if self.micro_batch and self.precision == "fp16":
             raise ConfigError("train.micro_batch works in fp32 and bf16, not fp16 (its loss scaling would "
                               "have to scale the cached gradients too)")
+        if self.fsdp and self.precision == "fp16":
+            raise ConfigError("train.fsdp computes in fp32 or bf16 (train.precision), not fp16: FSDP has no "
+                              "loss scaling here")
+        if self.fsdp and self.micro_batch:
+            raise ConfigError("train.fsdp and train.micro_batch (GradCache) do not go together: GradCache embeds "
+                              "outside the sharded model's forward, where FSDP gathers the weights; unset one")
 
     def refuse_inside(self, key: str, folder: str) -> None:
         """The model folder the config names at `key` must not lie inside output_dir: a fresh

@@ -40,6 +40,11 @@ def make_accelerator(precision: str, device: str):
     return Accelerator(cpu=cpu, mixed_precision=mixed)
 
 
+def compute_precision(accelerator) -> str:
+    """What the run computes in ("fp32", "bf16" or "fp16"), train.precision's auto resolved."""
+    return {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[str(accelerator.mixed_precision)]
+
+
 def setup_logging(main_process: bool) -> None:
     level = logging.INFO if main_process else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -51,7 +56,8 @@ def prepare_output(output_dir: str, cfg: Any, resume: bool, main_process: bool,
                    config_file: str | os.PathLike | None = None) -> Path:
     """Create the run folder and save its config; refuse to silently mix two runs.
 
-    Resuming requires the same config except the keys that only affect how long it runs.
+    Resuming requires the same config except the keys that only affect how long it runs
+    (and train.fsdp: a run with FSDP resumes one without, and back).
     A fresh start sets an earlier run's outputs aside (run_folder.py); every start is
     recorded in run-history.jsonl as fresh or a resume.
     `config_file`, the YAML the user passed, is never overwritten, even when it is the run
@@ -72,8 +78,9 @@ def prepare_output(output_dir: str, cfg: Any, resume: bool, main_process: bool,
                                      "the run folder or choose another train.output_dir")
     if resume and saved_file.is_file():
         saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
+        # train.fsdp changes how the model is spread, not what it computes: its checkpoints are full
         changed = _diff(saved, current, ignore={"train.max_steps", "train.epochs", "train.save_every",
-                                                "train.keep_checkpoints", "eval"})
+                                                "train.keep_checkpoints", "train.fsdp", "eval"})
         if changed:
             raise TrainingError(f"cannot resume {out}: the config differs in {', '.join(changed)}")
     if main_process:

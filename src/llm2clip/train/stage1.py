@@ -79,18 +79,30 @@ def train_stage1(cfg: Stage1Config, resume: bool = False,
     if resume:
         encoder.num_truncated = training.resume().get("truncated_captions", 0)
     cra_before = None
-    if training.start == 0 and run.main:
-        cra_before = run_cra(encoder, cfg)
-        if cra_before:
+    if training.start == 0 and cfg.eval.cra:
+        before = whole_encoder(training, cfg, encoder)
+        if run.main:
+            cra_before = run_cra(before, cfg)
             log.info("CRA before training: %s", cra_before)
             run.metrics.write({"step": 0, "cra_before": cra_before})
+        del before
     training.fit()
 
     summary: dict[str, Any] = {"steps": steps, "output_dir": str(run.out), "truncated_captions": encoder.num_truncated}
+    trained = whole_encoder(training, cfg, encoder)
     if run.main:
-        summary.update(_finish(cfg, encoder, run.out, run.metrics, cra_before))
+        summary.update(_finish(cfg, trained, run.out, run.metrics, cra_before))
     run.end()
     return summary
+
+
+def whole_encoder(training: Training, cfg: Stage1Config, encoder: CaptionEncoder) -> CaptionEncoder | None:
+    """`encoder` as trained so far, unsharded, on the main process (None on the others; every
+    process calls it): under train.fsdp a fresh one with the gathered weights, else itself."""
+    whole = training.unsharded(lambda: load_encoder(cfg).to(encoder.device))
+    if whole is not None:
+        whole.num_truncated = encoder.num_truncated
+    return whole
 
 
 class CaptionPairs(Stage):
@@ -100,6 +112,7 @@ class CaptionPairs(Stage):
     def __init__(self, cfg: Stage1Config, run: Run, objective: Stage1Objective, schedule: PairSchedule):
         self.cfg, self.run, self.objective, self.schedule = cfg, run, objective, schedule
         self.saved = objective.encoder
+        self.llm = objective.encoder.model
 
     def micro_batch(self, step: int, index: int) -> tuple[dict[str, Any], int]:
         rank, world = self.run.accelerator.process_index, self.run.accelerator.num_processes

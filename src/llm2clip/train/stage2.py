@@ -47,10 +47,8 @@ def train_stage2(cfg: Stage2Config, resume: bool = False,
     run = start_run(cfg, resume, config_file)
     t = cfg.train
     encoder, store = load_text_side(cfg)
-    torch.manual_seed(t.seed)  # loading the encoder may draw random numbers: offline = online init
-    model = build_model(cfg, encoder, store)
-    objective = Stage2Objective(model, t.loss, encoder if t.mode != "offline" else None,
-                                train_encoder=t.mode == "online_lora")
+    objective = build_objective(cfg, encoder, store)
+    model = objective.model
     global_batch = t.batch_size * run.accelerator.num_processes
     if cfg.data.train_shards:
         dataset, plan = None, None
@@ -77,8 +75,10 @@ def train_stage2(cfg: Stage2Config, resume: bool = False,
     training.fit()
     summary: dict[str, Any] = {"steps": steps, "output_dir": str(run.out), "skipped": dict(stage.skipped)}
     dist_utils.barrier()
+    # under train.fsdp a fresh objective with the gathered weights, on the main process
+    trained = training.unsharded(lambda: build_objective(cfg, *load_text_side(cfg)))
     if run.main:
-        summary["model"] = str(_finish(cfg, model, encoder, run.out))
+        summary["model"] = str(_finish(cfg, trained.model, trained.caption_encoder, run.out))
         _report_skips(run.out)
     run.end()
     return summary
@@ -108,6 +108,15 @@ def load_text_side(cfg: Stage2Config):
     else:
         encoder.eval()
     return encoder, None
+
+
+def build_objective(cfg: Stage2Config, encoder, store) -> Stage2Objective:
+    """The model (seeded) and the objective around it and the text side of `load_text_side`."""
+    t = cfg.train
+    torch.manual_seed(t.seed)  # loading the encoder may draw random numbers: offline = online init
+    model = build_model(cfg, encoder, store)
+    return Stage2Objective(model, t.loss, encoder if t.mode != "offline" else None,
+                           train_encoder=t.mode == "online_lora")
 
 
 def _warn_unstored_fields(cfg: Stage2Config, store) -> None:
@@ -252,6 +261,8 @@ class ImageCaptions(Stage):
 
     def __init__(self, cfg: Stage2Config, run: Run, objective: Stage2Objective):
         self.cfg, self.run, self.objective, self.saved = cfg, run, objective, objective
+        encoder = objective.caption_encoder  # the LLM's, or a concat encoder's LLM's
+        self.llm = None if encoder is None else getattr(encoder, "llm", encoder).model
         self.loader: DataLoader | None = None
         self.batches = None  # its iterator, made at the first micro-batch
         self.skipped: Counter = Counter()

@@ -93,6 +93,10 @@ class Stage2Config:
     def validate(self) -> None:
         check_config(self)
         self.train.check()
+        if self.train.fsdp and self.train.mode == "offline":
+            raise ConfigError("train.fsdp shards the LLM, and offline stage 2 has none in the loop (it reads the "
+                              "stored embeddings): use train.mode online_frozen or online_lora, or leave train.fsdp "
+                              "false")
         self._check_adaptor()
         if bool(self.data.train) == bool(self.data.train_shards):
             raise ValueError("set exactly one of data.train (image-caption records) and data.train_shards "
