@@ -20,8 +20,8 @@ def rss_mib():
             return int(line.split()[1]) / 1024
 
 took = limit_heap_retention()
-big = bytearray(16 << 20); del big                 # glibc's default now serves < 16 MiB from the heap
-blocks = [bytearray(1 << 20) for _ in range(200)]  # 200 MiB, touched (bytearray zero-fills)
+big = bytearray(24 << 20); del big                 # glibc's default now serves < 24 MiB from the heap
+blocks = [bytearray(8 << 20) for _ in range(25)]   # 200 MiB in 8 MiB blocks (activation-sized), touched
 keep = bytearray(1 << 20)                          # alive above them: the heap top cannot be trimmed
 before = rss_mib()
 del blocks
