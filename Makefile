@@ -27,10 +27,10 @@ demo: $(STAMP)
 	$(VENV)/bin/llm2clip demo --out runs/demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n auto --dist worksteal --durations=15
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not distributed"
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n auto --dist worksteal -m "not slow and not distributed"
 
 $(DEV_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e ".[test,dev]"

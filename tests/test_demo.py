@@ -7,7 +7,7 @@ import math
 import pytest
 
 from llm2clip.cli import main as cli_main
-from llm2clip.demo import MODELS, STAGE2_FIELDS
+from llm2clip.demo import MODELS, STAGE2_FIELDS, validation
 from llm2clip.demo.emoji_pool import LANGUAGES
 from llm2clip.demo.near_duplicates import FAMILY_SIZE
 from llm2clip.demo.search_step import SEARCH_MODELS, TOP_K
@@ -87,6 +87,14 @@ def test_fast_demo_is_deterministic_learns_and_reuses_finished_steps(tmp_path, c
                      "eval/results.json", "eval/report.md", "eval/retrieval.png", "eval/multilingual_radar.png",
                      "eval/val/results.json", "eval/stage1/report.md", "timings.json"):
         assert (out / artifact).is_file(), artifact
+
+    # the settings are chosen on the validation split: every variant scored there, each side's best named
+    assert validation.main(["--demo", str(out), "--fast"]) == 0
+    sweep = json.loads((out / "validation" / "sweep.json").read_text())
+    assert set(sweep["variants"]) == {"baseline-20steps", "llm2clip-1block-20steps", "llm2clip-2block-20steps"}
+    assert all(0 <= row["mean"] <= 100 and len(row) == 7 for row in sweep["variants"].values())
+    best = max(("llm2clip-1block-20steps", "llm2clip-2block-20steps"), key=lambda n: sweep["variants"][n]["mean"])
+    assert sweep["chosen"] == {"baseline": "baseline-20steps", "llm2clip": best}
 
     # a second run in a fresh folder writes the same summary, byte for byte
     fresh = tmp_path / "second" / "demo"

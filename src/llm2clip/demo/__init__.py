@@ -10,6 +10,7 @@
     near_duplicates.py  the near-duplicate long-caption benchmark's families
     captions.py         the caption grammar (short, spatial, dense, long, walk, one per language)
     rendering.py        drawing scenes with the emoji font; writing a dataset folder
+    validation.py       the settings chosen on the validation split (`python -m llm2clip.demo.validation`)
     search_step.py      the search step: the test images searched with long queries, side by side
 """
 from .dataset import step_data

@@ -95,13 +95,20 @@ def _caption_encoder_loader(encoder_dir: str):
 
 def _eval_models(data: dict[str, str], baseline: dict, models: dict[str, str],
                  stores: dict[str, dict[str, str]]) -> list[EvalModel]:
-    spec = ModelSpec(name="baseline", path=baseline["model"], kind="dual_encoder")
-    entries = [EvalModel("baseline", lambda: load_eval_model(spec), model_fingerprint(spec), spec.path)]
-    for name in MODELS[1:]:
-        entries.append(EvalModel(name, _stored_caption_loader(models[name], stores[name]["store"], data),
-                                 model_fingerprint(ModelSpec(name=name, path=models[name])),
-                                 f"{models[name]}, captions from {stores[name]['store']}"))
-    return entries
+    return [baseline_entry("baseline", baseline["model"])] + [
+        stored_caption_entry(name, models[name], stores[name]["store"], data) for name in MODELS[1:]]
+
+
+def baseline_entry(name: str, folder: str) -> EvalModel:
+    """A DualEncoder folder as an eval model."""
+    spec = ModelSpec(name=name, path=folder, kind="dual_encoder")
+    return EvalModel(name, lambda: load_eval_model(spec), model_fingerprint(spec), folder)
+
+
+def stored_caption_entry(name: str, model_dir: str, store_dir: str, data: dict[str, str]) -> EvalModel:
+    """An LLM2CLIP folder as an eval model whose captions come from the store (no LLM loaded)."""
+    return EvalModel(name, _stored_caption_loader(model_dir, store_dir, data),
+                     model_fingerprint(ModelSpec(name=name, path=model_dir)), f"{model_dir}, captions from {store_dir}")
 
 
 def _stored_caption_loader(model_dir: str, store_dir: str, data: dict[str, str]):

@@ -162,26 +162,27 @@ def step_embed(folder: Path, data: dict[str, str], tuned_encoder: str) -> dict[s
 
 # ------------------------------------------------------------------ 5. stage 2
 def step_stage2(folder: Path, data: dict[str, str], stores: dict[str, dict[str, str]], size: DemoSize) -> dict:
+    return {name: train_demo_stage2(folder / name, data, store, size) for name, store in stores.items()}
+
+
+def train_demo_stage2(run: Path, data: dict[str, str], store: dict[str, str], size: DemoSize,
+                      overrides: tuple[str, ...] = ()) -> str:
+    """Stage 2 offline against one store with the demo's config (+ `overrides`), reused or
+    resumed when `run` already holds it; returns its final/ folder."""
     from ..train.checkpoint import list_checkpoints
     from ..train.stage2 import train_stage2
     from ..train.stage2_config import Stage2Config
 
-    models = {}
-    for name, store in stores.items():
-        run = folder / name
-        final = run / "final"
-        if (final / "llm2clip.json").is_file():
-            log.info("stage2: reusing %s", final)
-            models[name] = str(final)
-            continue
-        cfg = load_config(Stage2Config, packaged_config("stage2/demo.yaml"), [
-            f"model.caption_encoder={store['encoder']}", f"data.train={data['stage2']}",
-            f"data.embeddings={store['store']}", f"train.output_dir={run}",
-            f"train.epochs={size.stage2_epochs}", f"train.batch_size={size.stage2_batch}",
-        ])
-        summary = train_stage2(cfg, resume=bool(list_checkpoints(run / "checkpoints")))
-        models[name] = summary["model"]
-    return models
+    final = run / "final"
+    if (final / "llm2clip.json").is_file():
+        log.info("stage2: reusing %s", final)
+        return str(final)
+    cfg = load_config(Stage2Config, packaged_config("stage2/demo.yaml"), [
+        f"model.caption_encoder={store['encoder']}", f"data.train={data['stage2']}",
+        f"data.embeddings={store['store']}", f"train.output_dir={run}",
+        f"train.epochs={size.stage2_epochs}", f"train.batch_size={size.stage2_batch}", *overrides,
+    ])
+    return train_stage2(cfg, resume=bool(list_checkpoints(run / "checkpoints")))["model"]
 
 
 # ------------------------------------------------------------------ summary
