@@ -30,8 +30,11 @@ class DemoSize:
     text_pair_ratio: float  # share of stage-1 pairs drawn from WordNet
 
 
+# stage2_epochs and baseline_steps: each side's best of 150/300/600 steps of 64 pairs on the
+# validation split (python -m llm2clip.demo.validation; 100 epochs of 384 pairs = 600 steps),
+# as is LLM2CLIP's 1-block adaptor (configs/stage2/demo.yaml) over 2 blocks
 FULL = DemoSize(n_train=1200, n_test=200, n_stage2=256, stage1_steps=12, stage1_batch=32,
-                stage2_epochs=75, stage2_batch=64, baseline_steps=300, n_val=64, n_test_families=25,
+                stage2_epochs=100, stage2_batch=64, baseline_steps=150, n_val=64, n_test_families=25,
                 n_val_families=10, n_stage2_families=32, n_multilingual=50, n_wordnet=2000,
                 n_wordnet_heldout=200, text_pair_ratio=0.25)
 FAST = DemoSize(n_train=48, n_test=16, n_stage2=16, stage1_steps=4, stage1_batch=8,
