@@ -72,8 +72,9 @@ def train_stage1(cfg: Stage1Config, resume: bool = False,
     schedule = build_schedule_for(cfg, run.accelerator.num_processes)
     steps = total_steps(t.max_steps, t.epochs, schedule.steps_per_epoch, t.grad_accum)
     encoder = load_encoder(cfg).to(run.accelerator.device)
-    objective = Stage1Objective(encoder, t.temperature, t.mntp_weight,
-                                t.mntp_probability, with_negatives=schedule.has_negatives)
+    objective = Stage1Objective(encoder, t.temperature, t.mntp_weight, t.mntp_probability,
+                                with_negatives=schedule.has_negatives and t.simcse == "supervised",
+                                simcse=t.simcse)
     training = Training.build(run, CaptionPairs(cfg, run, objective, schedule),
                               decay_groups(encoder.parameters(), t.lr, t.weight_decay), t.lr, t.weight_decay, steps)
     if resume:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..choices import WEIGHT_DTYPES
-from ..config import check_config, setting
+from ..choices import SIMCSE_MODES, WEIGHT_DTYPES
+from ..config import ConfigError, check_config, setting
 from ..text.pooling import POOLINGS
 from ..text.settings import LoraSettings
 from .run_settings import RunSettings
@@ -44,6 +44,9 @@ class Stage1Train(RunSettings):
     lr: float = setting(2.0e-4, above=0)
     weight_decay: float = setting(0.0, at_least=0)
     temperature: float = setting(0.02, above=0)
+    # Table 9: supervised (two captions of one image), unsupervised (one caption twice,
+    # dropout as the augmentation) or none (MNTP alone: needs mntp_weight > 0)
+    simcse: str = setting("supervised", choices=SIMCSE_MODES)
     mntp_weight: float = setting(0.0, at_least=0)  # > 0 adds masked next-token prediction
     mntp_probability: float = setting(0.2, above=0, below=1)  # share of caption tokens masked
     save_merged: bool = False  # also write a merged plain-HF folder at the end
@@ -68,3 +71,16 @@ class Stage1Config:
         check_config(self)
         self.train.check()
         self.train.refuse_inside("model.name", self.model.name)
+        self._check_simcse()
+
+    def _check_simcse(self) -> None:
+        t = self.train
+        if t.simcse == "none" and t.mntp_weight <= 0:
+            raise ConfigError("train.simcse: none trains MNTP alone, but train.mntp_weight is 0: set "
+                              "train.mntp_weight > 0 or choose train.simcse supervised or unsupervised")
+        if t.simcse == "none" and t.micro_batch:
+            raise ConfigError("train.micro_batch (GradCache) splits a contrastive batch, and train.simcse: none "
+                              "has none: leave train.micro_batch unset")
+        if t.simcse == "unsupervised" and self.data.text_pair_ratio > 0:
+            raise ConfigError("train.simcse: unsupervised pairs each caption with itself, so the positives and "
+                              "negatives of data.text_pairs would be ignored: set data.text_pair_ratio to 0")
