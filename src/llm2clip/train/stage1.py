@@ -34,11 +34,10 @@ def load_encoder(cfg: Stage1Config) -> CaptionEncoder:
     encoder = CaptionEncoder.from_pretrained(
         m.name, pooling=m.pooling, bidirectional=m.bidirectional, instruction=m.instruction,
         max_length=m.max_length, lora=m.lora, dtype=m.dtype, precision="fp32",
-        lm_head=cfg.train.mntp_weight > 0, trust_remote_code=m.trust_remote_code,
+        lm_head=cfg.train.mntp_weight > 0, trust_remote_code=m.trust_remote_code, adaptor=m.adaptor,
     )
-    if m.lora is None:  # full fine-tuning
-        for param in encoder.model.parameters():
-            param.requires_grad_(True)
+    if m.lora is None:  # full fine-tuning, or (freeze_llm) the adaptor alone
+        encoder.set_llm_trainable(not m.freeze_llm)
     if m.gradient_checkpointing:
         encoder.gradient_checkpointing_enable()
     return encoder
