@@ -139,6 +139,25 @@ def build_adaptor(kind: str, in_dim: int, embed_dim: int, **options) -> nn.Modul
         raise ValueError(f"bad options for the {kind} adaptor {options}: {err}") from None
 
 
+def check_adaptor_options(options: dict, key: str = "model.adaptor") -> None:
+    """`options` ({kind, ...}) names a kind and only options its class takes; raises
+    ConfigError naming `key` (before anything loads)."""
+    import inspect
+
+    from .config import ConfigError
+
+    if not isinstance(options, dict):
+        raise ConfigError(f"{key} must be a mapping {{kind: mlp | transformer, ...options}}, got {options!r}")
+    options = dict(options)
+    kind = options.pop("kind", "mlp")
+    if kind not in ADAPTORS:
+        raise ConfigError(f"{key}.kind {kind!r} is not one of {', '.join(ADAPTORS)}")
+    accepted = list(inspect.signature(ADAPTORS[kind]).parameters)[2:]  # after in_dim, embed_dim
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"{key}: the {kind} adaptor has no option(s) {unknown}; it takes {accepted}")
+
+
 def adaptor_param_count(in_dim: int, embed_dim: int, num_blocks: int = 4, expansion: int = 2) -> int:
     """Parameters of MLPAdaptor, in closed form. Per block: LayerNorm 2d, W1 e*d*d + e*d,
     W2 e*d*d + d; then LayerNorm 2d and the output layer d*embed_dim + embed_dim.

@@ -17,3 +17,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # compute precision; auto: bf16 o
 WEIGHT_DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")  # how LLM weights are loaded
 SCHEDULES = ("linear", "cosine", "constant")  # learning rate after warmup
 MODES = ("offline", "online_frozen", "online_lora")  # stage-2 text side (paper Table 11)
+# stage-1 contrastive term (paper Table 9): two captions of one image, one caption twice
+# (dropout as the augmentation), or none (MNTP alone)
+SIMCSE_MODES = ("supervised", "unsupervised", "none")

@@ -3,7 +3,9 @@
 Bidirectional attention comes from `config.is_causal = False` (transformers 5 builds a
 bidirectional mask for Llama, Qwen2, Mistral, ... with sdpa and eager attention). LoRA
 comes from peft. A saved encoder is a folder with `caption_encoder.json` plus either a
-LoRA adapter (pointing back to its base model) or a full HF model folder.
+LoRA adapter (pointing back to its base model) or a full HF model folder, or - for a
+frozen base LLM under a trained adaptor - neither (the base model is named). An optional
+adaptor over the pooled output (encoder_adaptor.py) is saved beside them.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..atomic_file import atomic_write_text
 from ..safe_loading import require_safetensors
+from .encoder_adaptor import adaptor_tensors, build_encoder_adaptor, load_adaptor, save_adaptor
 from .encoder_folder import SETTINGS_FILE, read_encoder_folder, settings_file_text
 from .fingerprint import fingerprint_tensors
 from .model_names import resolve_llm
@@ -38,9 +41,15 @@ _UNSET: Any = object()  # distinguishes "not given" from an explicit None
 class CaptionEncoder(nn.Module):
     """Embeds captions: tokenise -> LLM (bi- or causal attention) -> pool -> L2-normalise."""
 
-    def __init__(self, model: nn.Module, tokenizer, settings: EncoderSettings, lm_head: nn.Module | None = None):
+    def __init__(self, model: nn.Module, tokenizer, settings: EncoderSettings, lm_head: nn.Module | None = None,
+                 adaptor: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.adaptor = adaptor  # over the pooled output (settings.adaptor), or None
+        # whether `model` holds exactly the weights of settings.base_model (a base LLM or a
+        # "base"-format folder), and whether it is frozen so: then a save names it instead
+        self.llm_is_base = False
+        self.llm_frozen_base = False
         self.tokenizer = tokenizer
         self.settings = settings
         self.lm_head = lm_head  # only for the MNTP objective; frozen (see _load_llm)
@@ -68,12 +77,15 @@ class CaptionEncoder(nn.Module):
         precision: str = "auto",
         lm_head: bool = False,
         trust_remote_code: bool = False,
+        adaptor: dict[str, Any] | None = None,
     ) -> "CaptionEncoder":
         """Load a base LLM (short name, hub id, folder) or a saved CaptionEncoder folder.
 
         For a saved folder its own settings apply unless given here. Defaults for a base
         LLM: pooling="mean", bidirectional=True, instruction=None, max_length=512.
         `lora`: None (no adapter), True (paper defaults), a dict or LoraSettings.
+        `adaptor`: a new adaptor ({kind, ...options}) over the pooled output; a saved
+        folder's own adaptor is always loaded.
         """
         path = str(path)
         options = dict(pooling=pooling, bidirectional=bidirectional, instruction=instruction, max_length=max_length)
@@ -81,6 +93,10 @@ class CaptionEncoder(nn.Module):
         saved = read_encoder_folder(path)
         load_kwargs = {"dtype": _as_dtype(dtype), "trust_remote_code": trust_remote_code, "use_safetensors": True}
         require_safetensors(path)
+        if saved is not None and adaptor is not None and saved.settings.get("adaptor") is not None:
+            raise ValueError(f"{path} already holds an adaptor; do not pass adaptor=")
+        if adaptor is not None:
+            given["adaptor"] = dict(adaptor)
         if saved is None:
             settings = EncoderSettings(base_model=path, **given)
             model, head = _load_llm(resolve_llm(path), lm_head, load_kwargs)
@@ -99,12 +115,20 @@ class CaptionEncoder(nn.Module):
                 model, head = _load_llm(resolve_llm(settings.base_model), lm_head, load_kwargs)
                 with _quiet_peft():
                     model = PeftModel.from_pretrained(model, path, is_trainable=True)
+            elif saved.format == "base":
+                model, head = _load_llm(resolve_llm(settings.base_model), lm_head, load_kwargs)
+                lora = LoraSettings.coerce(lora)
+                if lora is not None:
+                    model = _add_lora(model, lora)
             else:
                 model, head = _load_llm(path, lm_head, load_kwargs)
                 lora = LoraSettings.coerce(lora)
                 if lora is not None:
                     model = _add_lora(model, lora)
-        encoder = cls(model, tokenizer, settings, head)
+        encoder = cls(model, tokenizer, settings, head, _adaptor_for(settings, saved, model))
+        encoder.llm_is_base = saved is None or saved.format == "base"
+        if saved is not None and saved.format == "base" and not encoder.has_lora:
+            encoder.set_llm_trainable(False)  # as in its training: a save names the base model again
         encoder.eval()
         if device is not None:
             encoder.to(device)
@@ -112,6 +136,15 @@ class CaptionEncoder(nn.Module):
         return encoder
 
     # ---------------------------------------------------------------- settings
+    def set_llm_trainable(self, on: bool) -> None:
+        """Whether training changes the LLM's own weights (LoRA's aside). Off is Table 9's
+        frozen row, where only the adaptor learns; a base LLM frozen so is saved by name,
+        without its weights (format "base")."""
+        if self.has_lora and not on:
+            raise ValueError("this encoder has LoRA, which would train: load it with lora=None to freeze the LLM")
+        self.model.requires_grad_(on)
+        self.llm_frozen_base = self.llm_is_base and not on
+
     def set_bidirectional(self, on: bool) -> None:
         """Switch attention between bidirectional and causal (read at every forward)."""
         self.settings.bidirectional = bool(on)
@@ -176,7 +209,8 @@ class CaptionEncoder(nn.Module):
         """A tokenised batch -> [B, D] float32 pooled embeddings (not normalised), with grad."""
         with self.autocast():
             hidden = self.hidden_states(input_ids, attention_mask, position_ids)
-        return pool(hidden, pool_mask, attention_mask, self.settings.pooling)
+        pooled = pool(hidden, pool_mask, attention_mask, self.settings.pooling)
+        return pooled if self.adaptor is None else self.adaptor(pooled)
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -222,10 +256,14 @@ class CaptionEncoder(nn.Module):
         if self.has_lora and not merge:
             self.model.save_pretrained(directory)
             fmt = "adapter"
+        elif self.llm_frozen_base and not merge:
+            fmt = "base"  # the LLM is settings.base_model unchanged
         else:
             model = copy.deepcopy(self.model).merge_and_unload() if self.has_lora else self.model
             model.save_pretrained(directory)
             fmt = "full"
+        if self.adaptor is not None:
+            save_adaptor(self.adaptor, directory)
         self.tokenizer.save_pretrained(directory)
         atomic_write_text(directory / SETTINGS_FILE, settings_file_text(fmt, self.settings.to_dict()))
 
@@ -235,7 +273,8 @@ class CaptionEncoder(nn.Module):
     def weights_fingerprint(self) -> str:
         """sha256 hex digest of the weights that make this encoder differ from its base
         model, plus `identity()`: with LoRA, the adapter tensors exactly as peft saves them
-        (cheap); without, every tensor of the transformer (one pass over the weights).
+        (cheap); a frozen base LLM, none; else every tensor of the transformer (one pass
+        over the weights). An adaptor's tensors are added under their saved names.
 
         Two stage-1 runs from the same base therefore get different fingerprints, and a
         saved folder's fingerprint can be computed from its files without loading the LLM
@@ -245,8 +284,12 @@ class CaptionEncoder(nn.Module):
             from peft import get_peft_model_state_dict
 
             tensors = get_peft_model_state_dict(self.model)  # the names adapter_model.safetensors uses
+        elif self.llm_frozen_base:
+            tensors = {}  # a "base"-format save holds no LLM weights
         else:
             tensors = self.base_model.state_dict()  # the names a full save uses
+        if self.adaptor is not None:
+            tensors = {**tensors, **adaptor_tensors(self.adaptor)}
         return fingerprint_tensors(self.identity(), tensors)
 
 
@@ -278,6 +321,16 @@ def _load_llm(source: str, with_lm_head: bool, kwargs: dict) -> tuple[nn.Module,
         return AutoModel.from_pretrained(source, **kwargs), None
     except OSError as err:
         raise ValueError(f"cannot load a language model from {source!r}: {err}") from None
+
+
+def _adaptor_for(settings: EncoderSettings, saved, model: nn.Module) -> nn.Module | None:
+    """The adaptor the settings name: new, or filled from the saved folder that holds it."""
+    if settings.adaptor is None:
+        return None
+    adaptor = build_encoder_adaptor(settings.adaptor, int(model.config.hidden_size))
+    if saved is not None and saved.settings.get("adaptor") is not None:
+        load_adaptor(adaptor, saved.folder)
+    return adaptor
 
 
 def _load_tokenizer(source: str, trust_remote_code: bool):

@@ -1,9 +1,11 @@
 """The caption-encoder folder (`CaptionEncoder.save_pretrained`) and its one reader.
 
-A folder holds `caption_encoder.json` (`format`: `adapter` or `full`, plus the settings
-that define the embedding) and the tokenizer files; with `adapter`, peft's
+A folder holds `caption_encoder.json` (`format`: `adapter`, `full` or `base`, plus the
+settings that define the embedding) and the tokenizer files; with `adapter`, peft's
 `adapter_config.json` + `adapter_model.safetensors`; with `full`, a plain HF model
-folder. `CaptionEncoder.from_pretrained` and the encoder identity (identity.py) both read
+folder; with `base`, no LLM weights (the LLM is the base model unchanged: a frozen LLM
+under a trained adaptor). When the settings name an adaptor, `adaptor.safetensors`
+holds it (encoder_adaptor.py). `CaptionEncoder.from_pretrained` and the encoder identity (identity.py) both read
 it here, so the format is parsed in one place.
 """
 from __future__ import annotations
@@ -16,21 +18,26 @@ from typing import Any
 
 SETTINGS_FILE = "caption_encoder.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # the name peft saves an adapter under
-FORMATS = ("adapter", "full")
+ADAPTOR_FILE = "adaptor.safetensors"  # encoder_adaptor.py writes it
+FORMATS = ("adapter", "full", "base")
 
 
 @dataclass(frozen=True)
 class SavedEncoder:
     folder: Path
-    format: str  # "adapter" or "full"
+    format: str  # "adapter", "full" or "base"
     settings: dict[str, Any]  # EncoderSettings fields as saved
 
     def weight_files(self) -> list[Path]:
         """The safetensors files holding what differs from the base model: the adapter, or
-        every model shard (empty when the weights are not safetensors)."""
+        every model shard (empty when the weights are not safetensors), and the adaptor."""
+        adaptor = self.folder / ADAPTOR_FILE
+        adaptors = [adaptor] if adaptor.is_file() else []
         if self.format == "adapter":
             adapter = self.folder / ADAPTER_WEIGHTS
-            return [adapter] if adapter.is_file() else []
+            return [adapter, *adaptors] if adapter.is_file() else []
+        if self.format == "base":
+            return adaptors
         return sorted(p for p in self.folder.glob("*.safetensors") if p.name != ADAPTER_WEIGHTS)
 
 
@@ -46,7 +53,7 @@ def read_encoder_folder(path: str | os.PathLike) -> SavedEncoder | None:
         raise ValueError(f"{file}: unreadable caption-encoder settings: {err}") from None
     if not isinstance(data, dict) or data.get("format") not in FORMATS:
         found = data.get("format") if isinstance(data, dict) else data
-        raise ValueError(f"{file}: 'format' must be 'adapter' or 'full', got {found!r}")
+        raise ValueError(f"{file}: 'format' must be one of {FORMATS}, got {found!r}")
     settings = {k: v for k, v in data.items() if k != "format"}
     return SavedEncoder(Path(path), data["format"], settings)
 

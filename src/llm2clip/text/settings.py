@@ -53,6 +53,8 @@ class EncoderSettings:
     bidirectional: bool = True
     instruction: str | None = None
     max_length: int = 512
+    # an adaptor over the pooled output ({kind, ...options}; encoder_adaptor.py), or None
+    adaptor: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -63,7 +65,10 @@ class EncoderSettings:
             self.instruction = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["adaptor"] is None:  # absent, as in every folder and identity before adaptors
+            del data["adaptor"]
+        return data
 
     def identity(self) -> dict[str, Any]:
         """The fields that change embeddings (for cache keys and store headers)."""

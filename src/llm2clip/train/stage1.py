@@ -34,11 +34,10 @@ def load_encoder(cfg: Stage1Config) -> CaptionEncoder:
     encoder = CaptionEncoder.from_pretrained(
         m.name, pooling=m.pooling, bidirectional=m.bidirectional, instruction=m.instruction,
         max_length=m.max_length, lora=m.lora, dtype=m.dtype, precision="fp32",
-        lm_head=cfg.train.mntp_weight > 0, trust_remote_code=m.trust_remote_code,
+        lm_head=cfg.train.mntp_weight > 0, trust_remote_code=m.trust_remote_code, adaptor=m.adaptor,
     )
-    if m.lora is None:  # full fine-tuning
-        for param in encoder.model.parameters():
-            param.requires_grad_(True)
+    if m.lora is None:  # full fine-tuning, or (freeze_llm) the adaptor alone
+        encoder.set_llm_trainable(not m.freeze_llm)
     if m.gradient_checkpointing:
         encoder.gradient_checkpointing_enable()
     return encoder
@@ -72,8 +71,9 @@ def train_stage1(cfg: Stage1Config, resume: bool = False,
     schedule = build_schedule_for(cfg, run.accelerator.num_processes)
     steps = total_steps(t.max_steps, t.epochs, schedule.steps_per_epoch, t.grad_accum)
     encoder = load_encoder(cfg).to(run.accelerator.device)
-    objective = Stage1Objective(encoder, t.temperature, t.mntp_weight,
-                                t.mntp_probability, with_negatives=schedule.has_negatives)
+    objective = Stage1Objective(encoder, t.temperature, t.mntp_weight, t.mntp_probability,
+                                with_negatives=schedule.has_negatives and t.simcse == "supervised",
+                                simcse=t.simcse)
     training = Training.build(run, CaptionPairs(cfg, run, objective, schedule),
                               decay_groups(encoder.parameters(), t.lr, t.weight_decay), t.lr, t.weight_decay, steps)
     if resume:

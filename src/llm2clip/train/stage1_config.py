@@ -5,9 +5,11 @@ Each setting declares the values it accepts (`setting(...)`, checked by config.c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..choices import WEIGHT_DTYPES
-from ..config import check_config, setting
+from ..adaptor import check_adaptor_options
+from ..choices import SIMCSE_MODES, WEIGHT_DTYPES
+from ..config import ConfigError, check_config, setting
 from ..text.pooling import POOLINGS
 from ..text.settings import LoraSettings
 from .run_settings import RunSettings
@@ -22,7 +24,12 @@ class Stage1Model:
     bidirectional: bool = True
     instruction: str | None = PAPER_INSTRUCTION
     max_length: int = setting(512, at_least=2)
-    lora: LoraSettings | None = field(default_factory=LoraSettings)  # null = train all weights
+    lora: LoraSettings | None = field(default_factory=LoraSettings)  # null = train all weights (unless freeze_llm)
+    # Table 9's frozen row: train none of the LLM's weights, only model.adaptor (needs lora: null)
+    freeze_llm: bool = False
+    # Tables 8 and 9: an adaptor over the pooled output, LLM width in and out ({kind: mlp |
+    # transformer, ...options}, as stage 2's model.adaptor); saved with the encoder, applied when embedding
+    adaptor: dict[str, Any] | None = None
     dtype: str = setting("float32", choices=WEIGHT_DTYPES)  # how the weights are loaded
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
@@ -44,6 +51,9 @@ class Stage1Train(RunSettings):
     lr: float = setting(2.0e-4, above=0)
     weight_decay: float = setting(0.0, at_least=0)
     temperature: float = setting(0.02, above=0)
+    # Table 9: supervised (two captions of one image), unsupervised (one caption twice,
+    # dropout as the augmentation) or none (MNTP alone: needs mntp_weight > 0)
+    simcse: str = setting("supervised", choices=SIMCSE_MODES)
     mntp_weight: float = setting(0.0, at_least=0)  # > 0 adds masked next-token prediction
     mntp_probability: float = setting(0.2, above=0, below=1)  # share of caption tokens masked
     save_merged: bool = False  # also write a merged plain-HF folder at the end
@@ -68,3 +78,37 @@ class Stage1Config:
         check_config(self)
         self.train.check()
         self.train.refuse_inside("model.name", self.model.name)
+        self._check_simcse()
+        self._check_adaptor()
+
+    def _check_simcse(self) -> None:
+        t = self.train
+        if t.simcse == "none" and t.mntp_weight <= 0:
+            raise ConfigError("train.simcse: none trains MNTP alone, but train.mntp_weight is 0: set "
+                              "train.mntp_weight > 0 or choose train.simcse supervised or unsupervised")
+        if t.simcse == "none" and t.micro_batch:
+            raise ConfigError("train.micro_batch (GradCache) splits a contrastive batch, and train.simcse: none "
+                              "has none: leave train.micro_batch unset")
+        if t.simcse == "unsupervised" and self.data.text_pair_ratio > 0:
+            raise ConfigError("train.simcse: unsupervised pairs each caption with itself, so the positives and "
+                              "negatives of data.text_pairs would be ignored: set data.text_pair_ratio to 0")
+
+    def _check_adaptor(self) -> None:
+        m, t = self.model, self.train
+        if m.adaptor is not None:
+            check_adaptor_options(m.adaptor, "model.adaptor")
+        if m.freeze_llm and m.lora is not None:
+            raise ConfigError("model.freeze_llm trains none of the LLM's weights, but model.lora would train its "
+                              "LoRA: set model.lora: null (or model.freeze_llm: false)")
+        if m.freeze_llm and m.adaptor is None:
+            raise ConfigError("model.freeze_llm leaves nothing to train without model.adaptor: set model.adaptor "
+                              "(e.g. {kind: mlp, num_blocks: 4}) or model.freeze_llm: false")
+        if m.freeze_llm and t.mntp_weight > 0:
+            raise ConfigError("train.mntp_weight > 0 trains the LLM by MNTP, and model.freeze_llm freezes it: set "
+                              "train.mntp_weight: 0 or model.freeze_llm: false")
+        if m.adaptor is not None and t.simcse == "none":
+            raise ConfigError("model.adaptor learns from the SimCSE term only, and train.simcse: none has none (it "
+                              "would be saved untrained): choose train.simcse supervised or unsupervised")
+        if m.adaptor is not None and t.fsdp:
+            raise ConfigError("train.fsdp shards the LLM's decoder layers; model.adaptor beside it is not "
+                              "supported under FSDP: unset one")

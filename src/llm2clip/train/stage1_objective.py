@@ -3,6 +3,13 @@
 Anchors, positives and hard negatives are encoded in ONE batch (one forward through the
 LLM); the optional MNTP pass runs inside the same forward. Training through DDP with
 several separate forwards before one backward would break its gradient bookkeeping.
+
+`simcse` (Table 9): "supervised" pairs two captions of one image; "unsupervised" pairs
+each anchor caption with itself, so the two rows differ only by dropout (SimCSE's
+augmentation: both copies sit in the same forward and draw independent masks); "none"
+trains MNTP alone on the anchors and positives. The dropout is LoRA's (`model.lora.dropout`)
+and the LLM's own (Llama's attention dropout is 0): LoRA's B starts at 0, so the two views
+are identical until B has moved off 0 - the first step contrasts identical copies.
 """
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..choices import SIMCSE_MODES
 from ..data.pair_schedule import PairExample
 from ..losses import simcse_loss
 from ..text import CaptionEncoder
@@ -19,9 +27,14 @@ from .mntp import IGNORE, mask_caption_tokens, mask_token_id, mntp_loss
 
 class Stage1Objective(nn.Module):
     def __init__(self, encoder: CaptionEncoder, temperature: float, mntp_weight: float = 0.0,
-                 mntp_probability: float = 0.2, with_negatives: bool = False):
+                 mntp_probability: float = 0.2, with_negatives: bool = False, simcse: str = "supervised"):
         super().__init__()
+        if simcse not in SIMCSE_MODES:
+            raise ValueError(f"simcse must be one of {SIMCSE_MODES}, got {simcse!r}")
+        if simcse == "none" and mntp_weight <= 0:
+            raise ValueError("simcse='none' leaves no loss: give mntp_weight > 0")
         self.encoder = encoder
+        self.simcse = simcse
         self.temperature = temperature
         self.mntp_weight = mntp_weight
         self.mntp_probability = mntp_probability
@@ -33,7 +46,9 @@ class Stage1Objective(nn.Module):
     def make_batch(self, examples: list[PairExample], generator: torch.Generator | None = None) -> dict:
         """Tokenise anchors, positives and negatives into one padded batch."""
         negatives = [e.negative for e in examples if e.negative] if self.with_negatives else []
-        texts = [e.anchor for e in examples] + [e.positive for e in examples] + negatives
+        anchors = [e.anchor for e in examples]
+        positives = anchors if self.simcse == "unsupervised" else [e.positive for e in examples]
+        texts = anchors + positives + negatives
         batch = self.encoder.tokenize(texts)
         batch["n_pairs"] = len(examples)
         if self.mntp_weight > 0:
@@ -44,6 +59,8 @@ class Stage1Objective(nn.Module):
 
     def forward(self, **inputs) -> dict[str, torch.Tensor]:
         """The batch of `make_batch`: SimCSE over its rows (+ the weighted MNTP loss)."""
+        if self.simcse == "none":  # no pooled embedding is needed: MNTP reads the hidden states
+            return self.chunk_terms(inputs, inputs, whole=True)
         out = self.contrast(self.embed(inputs), inputs)
         if self.mntp_weight > 0:
             mntp = self.chunk_terms(inputs, inputs, whole=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..adaptor import ADAPTORS
+from ..adaptor import check_adaptor_options
 from ..choices import MODES
 from ..config import ConfigError, check_config, setting
 from ..losses import LOSSES
@@ -112,13 +112,4 @@ class Stage2Config:
 
     def _check_adaptor(self) -> None:
         """model.adaptor names a kind and only options its class takes (before anything loads)."""
-        import inspect
-
-        options = dict(self.model.adaptor)
-        kind = options.pop("kind", "mlp")
-        if kind not in ADAPTORS:
-            raise ConfigError(f"model.adaptor.kind {kind!r} is not one of {', '.join(ADAPTORS)}")
-        accepted = list(inspect.signature(ADAPTORS[kind]).parameters)[2:]  # after in_dim, embed_dim
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise ConfigError(f"model.adaptor: the {kind} adaptor has no option(s) {unknown}; it takes {accepted}")
+        check_adaptor_options(self.model.adaptor, "model.adaptor")
