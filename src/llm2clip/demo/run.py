@@ -144,11 +144,11 @@ def step_embed(folder: Path, data: dict[str, str], tuned_encoder: str) -> dict[s
     records = []
     for split, fields in EMBEDDED_CAPTIONS:
         records += read_caption_records(data[split], caption_fields=list(fields))[0]
+    precision = "bf16" if cpu_has_native_bf16() else "fp32"
     stores = {}
     for name, encoder_dir in (("llm2clip", tuned_encoder), ("llm2clip_raw_llm", str(raw_folder))):
         store = folder / name
         if not (store / "store.json").is_file():
-            precision = "bf16" if cpu_has_native_bf16() else "fp32"
             encoder = CaptionEncoder.from_pretrained(encoder_dir, precision=precision).requires_grad_(False).eval()
             log.info("embed: %d captions with %s (%s)", sum(len(r.captions) for r in records), encoder_dir, precision)
             write_embedding_store(encoder, records, store, dtype="fp16", shard_size=256, batch_size=16,

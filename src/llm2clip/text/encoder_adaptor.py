@@ -17,8 +17,8 @@ from torch import nn
 
 from ..adaptor import build_adaptor, check_adaptor_options
 from ..atomic_file import atomic_write_bytes
+from .encoder_folder import ADAPTOR_FILE
 
-ADAPTOR_FILE = "adaptor.safetensors"
 PREFIX = "adaptor."
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 SETTINGS_FILE = "caption_encoder.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # the name peft saves an adapter under
-ADAPTOR_FILE = "adaptor.safetensors"  # encoder_adaptor.py writes it
+ADAPTOR_FILE = "adaptor.safetensors"  # the adaptor over the pooled output (encoder_adaptor.py)
 FORMATS = ("adapter", "full", "base")
 
 

@@ -164,10 +164,9 @@ class Training:
             if mismatch:
                 raise ValueError(f"checkpoint {state['path']} does not match the model: {sorted(mismatch)[:5]}")
             fsdp.load_full_weights(params, state["weights"])  # each process its shards of the full tensors
-            base_lrs = list(self.scheduler.base_lrs)  # the configured peaks, before the checkpoint's
             self.optimizer.load_state_dict(fsdp.shard_optimizer_state(self.optimizer, state["optimizer"]))
             self.scheduler.load_state_dict(state["scheduler"])
-            continue_schedule(self.optimizer, self.scheduler, base_lrs)
+            continue_schedule(self.optimizer, self.scheduler)
             restore_rng(state["rng"])
             log.info("resumed from %s (step %d)", state["path"], state["step"])
             self.start = int(state["step"])
@@ -249,14 +248,14 @@ def check_finite(value: float, step: int, out: Path) -> None:
                             f"Lower the learning rate or check the data, then --resume.")
 
 
-def continue_schedule(optimizer, scheduler, base_lrs: list[float]) -> None:
+def continue_schedule(optimizer, scheduler) -> None:
     """Set each group's lr to this run's schedule at the checkpoint's step. The restored
-    optimiser holds the lr the saved run's schedule gave; a resume with another max_steps,
-    warmup or lr would take its first step at that stale value."""
-    lrs = [base * factor(scheduler.last_epoch) for base, factor in zip(base_lrs, scheduler.lr_lambdas)]
-    for group, base, lr in zip(optimizer.param_groups, base_lrs, lrs):
-        group["initial_lr"], group["lr"] = base, lr
-    scheduler.base_lrs = list(base_lrs)
+    optimiser holds the lr the saved run's schedule gave there; a resume with a larger
+    max_steps or epochs (the run-length keys a resume may change) would take its first step
+    at that stale value."""
+    lrs = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
     scheduler._last_lr = lrs  # what get_last_lr() reports until the next step
 
 
