@@ -10,6 +10,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+from helpers import save_lora_with_random_b  # noqa: E402
 
 from llm2clip.testing.random_llm import save_random_llm  # noqa: E402
 
@@ -83,16 +84,4 @@ def trained_stage1_folder(tiny_llama, tmp_path_factory):
     """A stage-1 folder as training leaves it: a LoRA whose B is non-zero (a fresh LoRA's B
     is 0, so dropping the adapter would change nothing) and dropout 0.1 (an encoder left in
     train mode gives other numbers than the store)."""
-    import torch
-
-    from llm2clip.text import CaptionEncoder
-
-    encoder = CaptionEncoder.from_pretrained(tiny_llama, lora={"r": 4, "alpha": 8, "dropout": 0.1})
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, param in encoder.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-    folder = tmp_path_factory.mktemp("trained-stage1") / "final"
-    encoder.save_pretrained(folder)
-    return str(folder)
+    return save_lora_with_random_b(tiny_llama, tmp_path_factory.mktemp("trained-stage1") / "final", dropout=0.1, seed=7)

@@ -68,3 +68,19 @@ def last_checkpoint_weights(run: Path) -> dict[str, torch.Tensor]:
 def logged_losses(run: Path) -> list[float]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in rows if "loss" in r]
+
+
+def save_lora_with_random_b(base: str, folder: Path, dropout: float, seed: int) -> str:
+    """A stage-1 folder as training leaves it: a LoRA (r 4) on `base` whose B matrices are
+    random (a fresh LoRA's B is 0: it would change nothing), with the given dropout."""
+    from llm2clip.text import CaptionEncoder
+
+    torch.manual_seed(seed)  # LoRA's A draws from the global RNG: the same folder whichever test asks first
+    encoder = CaptionEncoder.from_pretrained(base, lora={"r": 4, "alpha": 8, "dropout": dropout})
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in encoder.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    encoder.save_pretrained(folder)
+    return str(folder)

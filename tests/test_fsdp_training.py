@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import cli_under_torchrun, last_checkpoint_weights, logged_losses
+from helpers import cli_under_torchrun, last_checkpoint_weights, logged_losses, save_lora_with_random_b
 from safetensors.torch import load_file
 from test_stage1 import write_records
 
@@ -148,17 +148,7 @@ def test_offline_stage2_refuses_fsdp(tmp_path, capsys):
 def lora_folder(tiny_llama, tmp_path_factory):
     """A stage-1 LoRA with non-zero B (it changes the embeddings) and dropout 0 (ranks draw
     their own dropout masks, so only without it can 2 processes equal 1)."""
-    from llm2clip.text import CaptionEncoder
-
-    encoder = CaptionEncoder.from_pretrained(tiny_llama, lora={"r": 4, "alpha": 8, "dropout": 0.0})
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, param in encoder.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-    folder = tmp_path_factory.mktemp("lora-stage1") / "final"
-    encoder.save_pretrained(folder)
-    return str(folder)
+    return save_lora_with_random_b(tiny_llama, tmp_path_factory.mktemp("lora-stage1") / "final", dropout=0.0, seed=3)
 
 
 @pytest.mark.distributed
