@@ -87,3 +87,91 @@ def test_bad_kind_options_and_sizes_are_clear():
         build_adaptor("mlp", 8, 0)
     with pytest.raises(ValueError, match="divisible by num_heads"):
         build_adaptor("transformer", 30, 8, num_heads=4)
+
+
+# ---------------------------------------------------------------- the forward written out by hand
+# Independent of the modules' own forward: functional ops over their weights, with the
+# LayerNorm affines randomised so that a dropped or swapped norm changes the numbers.
+def _randomise_norms(module):
+    with torch.no_grad():
+        for norm in (m for m in module.modules() if isinstance(m, torch.nn.LayerNorm)):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.2, 0.2)
+
+
+def _ln(x, norm):
+    return F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias)
+
+
+def _bottleneck_by_hand(x, block):
+    hidden = F.gelu(F.linear(_ln(x, block.norm), block.up.weight, block.up.bias))
+    return x + F.linear(hidden, block.down.weight, block.down.bias)
+
+
+def _latent_attention_by_hand(x, attn, heads):
+    batch, dim = x.shape
+    q = F.linear(x, attn.query.weight, attn.query.bias).reshape(batch, heads, dim // heads)
+    kv = F.linear(attn.latents, attn.key_value.weight, attn.key_value.bias)
+    k = kv[:, :dim].reshape(-1, heads, dim // heads)
+    v = kv[:, dim:].reshape(-1, heads, dim // heads)
+    weights = torch.softmax(torch.einsum("bhd,lhd->bhl", q, k) / (dim // heads) ** 0.5, dim=-1)
+    out = torch.einsum("bhl,lhd->bhd", weights, v).reshape(batch, dim)
+    return F.linear(out, attn.proj.weight, attn.proj.bias)
+
+
+@pytest.mark.parametrize("expansion", [1, 3])
+def test_mlp_adaptor_equals_its_formula_written_out(expansion):
+    torch.manual_seed(0)
+    adaptor = MLPAdaptor(12, 5, num_blocks=3, expansion=expansion)
+    _randomise_norms(adaptor)
+    x = torch.randn(4, 12) * 3
+    h = x / x.norm(dim=-1, keepdim=True)
+    for block in adaptor.blocks:
+        h = _bottleneck_by_hand(h, block)
+    expected = F.linear(_ln(h, adaptor.norm), adaptor.out.weight, adaptor.out.bias)
+    torch.testing.assert_close(adaptor(x), expected)
+
+
+@pytest.mark.parametrize("heads", [1, 4])
+def test_transformer_adaptor_equals_latent_attention_written_out(heads):
+    torch.manual_seed(0)
+    adaptor = TransformerAdaptor(16, 6, num_blocks=2, num_latents=7, num_heads=heads, expansion=3)
+    _randomise_norms(adaptor)
+    x = torch.randn(5, 16) * 2
+    h = x / x.norm(dim=-1, keepdim=True)
+    for block in adaptor.blocks:
+        h = h + _latent_attention_by_hand(_ln(h, block.attn_norm), block.attn, heads)
+        h = _bottleneck_by_hand(h, block.mlp)
+    expected = F.linear(_ln(h, adaptor.norm), adaptor.out.weight, adaptor.out.bias)
+    torch.testing.assert_close(adaptor(x), expected)
+
+
+def test_transformer_defaults_and_the_expansion_reach_every_block():
+    adaptor = TransformerAdaptor(32, 16)  # documented defaults: 1 block, 512 latents, 8 heads, e = 2
+    (block,) = adaptor.blocks
+    assert block.attn.latents.shape == (512, 32) and block.attn.num_heads == 8
+    assert block.mlp.up.out_features == 64
+    wider = TransformerAdaptor(32, 16, num_blocks=2, num_latents=4, num_heads=2, expansion=3)
+    assert all(b.mlp.up.out_features == 96 for b in wider.blocks)
+    from llm2clip.adaptor import InvertedBottleneck
+    assert InvertedBottleneck(10).up.out_features == 20
+
+
+def test_latents_start_at_unit_expected_norm():
+    # latents ~ N(0, 1/d): each latent has expected squared norm 1, whatever the width
+    torch.manual_seed(0)
+    latents = TransformerAdaptor(256, 8, num_latents=512, num_heads=8).blocks[0].attn.latents
+    assert abs(latents.std().item() - 256 ** -0.5) < 0.05 * 256 ** -0.5
+    assert abs(latents.mean().item()) < 0.02 * 256 ** -0.5
+
+
+@pytest.mark.parametrize("kind, setting", [("mlp", "in_dim"), ("mlp", "embed_dim"), ("mlp", "expansion"),
+                                           ("transformer", "in_dim"), ("transformer", "embed_dim"),
+                                           ("transformer", "expansion"), ("transformer", "num_latents"),
+                                           ("transformer", "num_heads")])
+def test_a_bad_size_is_refused_naming_the_setting(kind, setting):
+    sizes = {"in_dim": 8, "embed_dim": 4, "expansion": 2, **({"num_latents": 3, "num_heads": 2}
+                                                             if kind == "transformer" else {})}
+    sizes[setting] = 0
+    with pytest.raises(ValueError, match=rf"positive integers, got \{{'{setting}': 0\}}"):
+        build_adaptor(kind, sizes.pop("in_dim"), sizes.pop("embed_dim"), **sizes)

@@ -28,6 +28,16 @@ def test_caption_choice_falls_back_and_understands_list_fields():
         CaptionChoice(("a",), dense_ratio=1.5)
 
 
+def test_caption_choice_needs_a_field_of_either_kind_and_starts_at_epoch_0():
+    with pytest.raises(ValueError, match=r"at least one caption field \(data.real_fields / data.dense_fields\)"):
+        CaptionChoice((), ())
+    dense_only = CaptionChoice((), ("dense",), dense_ratio=0.0)  # no real field: dense is the fallback
+    assert {dense_only.pick({"dense", "caption"}, i) for i in range(50)} == {"dense"}
+    choice = CaptionChoice(("caption.0", "caption.1"), ("dense",), seed=3)
+    available = {"caption.0", "caption.1", "dense"}
+    assert [choice.pick(available, i) for i in range(200)] == [choice.pick(available, i, epoch=0) for i in range(200)]
+
+
 def test_image_paths_cannot_leave_their_root(tmp_path):
     root = tmp_path / "images"
     root.mkdir()
