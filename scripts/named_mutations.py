@@ -63,15 +63,15 @@ MUTATIONS = [
               "tests/test_stage2.py::test_offline_training_equals_online_frozen_training"]),
     # every micro-step under no_sync: each rank steps on its own gradient
     Mutation("lost_sync", LOOP,
-             "with nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(model):",
-             "with accelerator.no_sync(model):",
+             "with self._no_sync(model, skip=micro < t.grad_accum - 1):",
+             "with self._no_sync(model, skip=True):",
              [SCALE + "test_stage2_two_processes_with_grad_accum_2_give_the_single_process_gradient[offline]",
               SCALE + "test_stage1_two_processes_with_grad_accum_2_give_the_single_process_gradient"]),
     # no_sync dropped altogether: DDP all-reduces after every micro-step, and the mean of
     # sums equals the sum of means, so the gradient is the same (only slower)
     Mutation("no_sync_removed", LOOP,
-             "with nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(model):",
-             "with nullcontext():",
+             "with self._no_sync(model, skip=micro < t.grad_accum - 1):",
+             "with self._no_sync(model, skip=False):",
              [SCALE + "test_stage2_two_processes_with_grad_accum_2_give_the_single_process_gradient[offline]"],
              equivalent=True),
     Mutation("pruned_newest_checkpoint", "src/llm2clip/train/checkpoint.py",

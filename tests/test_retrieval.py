@@ -77,6 +77,60 @@ def test_non_finite_embeddings_are_refused_not_counted_as_hits():
         retrieval_metrics(torch.eye(4), texts, [0, 1, 2, 3])
 
 
+def test_each_bad_input_is_named_in_full():
+    cases = [
+        ((torch.zeros(3), torch.zeros(3, 4), [0, 1, 2]), "embeddings must be [N, D]; got images (3,), texts (3, 4)"),
+        ((torch.zeros(3, 4), torch.zeros(3), [0, 1, 2]), "embeddings must be [N, D]; got images (3, 4), texts (3,)"),
+        ((torch.zeros(3, 4), torch.zeros(0, 4), []), "retrieval needs at least one image and one text"),
+        ((torch.zeros(0, 4), torch.zeros(1, 4), [0]), "retrieval needs at least one image and one text"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError) as err:
+            retrieval_metrics(*args)
+        assert str(err.value) == message
+    images = torch.eye(4)
+    images[1:3, 0] = float("inf")
+    with pytest.raises(ValueError) as err:
+        retrieval_metrics(images, torch.eye(4), [0, 1, 2, 3])
+    assert str(err.value) == ("2 image embeddings hold NaN/inf (first at row 1); "
+                              "the model produced non-finite outputs")
+
+
+def test_any_integer_index_type_and_tensors_that_require_grad():
+    images, texts, owner = random_problem(n_images=12, seed=3)
+    want = retrieval_metrics(images, texts, owner)
+    # int32 indices (as numpy or a loader may give them) are widened, not passed to scatter as is
+    assert retrieval_metrics(images, texts, owner.astype(np.int32)) == want
+    assert retrieval_metrics(images.requires_grad_(), texts.requires_grad_(), list(owner)) == want
+
+
+def test_score_blocks_stay_within_block_elements(monkeypatch):
+    from llm2clip.eval import retrieval
+
+    shapes = []
+    count = retrieval._count_at_least
+    monkeypatch.setattr(retrieval, "_count_at_least", lambda scores, t: shapes.append(tuple(scores.shape)) or
+                        count(scores, t))
+    images, texts, owner = random_problem(n_images=10, seed=1)
+    retrieval_metrics(images, texts, owner, block_elements=2 * len(texts))
+    assert {s for s in shapes if s[1] == len(texts)} == {(2, len(texts))}  # I2T: two images per block
+    assert max(rows for rows, cols in shapes if cols == 10) == 2 * len(texts) // 10  # T2I
+    shapes.clear()
+    retrieval_metrics(images, texts, owner, block_elements=5)  # smaller than a row: one query at a time
+    assert {rows for rows, _ in shapes} == {1}
+    shapes.clear()
+    one = F.normalize(torch.randn(1, 16), dim=-1)  # one image: a T2I block of 4 texts holds 4 scores
+    retrieval_metrics(one, torch.cat([one] * 8), [0] * 8, block_elements=4)
+    assert (4, 1) in shapes and all(rows * cols <= 8 for rows, cols in shapes)
+
+
+def test_hit_counts_stay_exact_past_float32s_integer_range():
+    from llm2clip.eval.retrieval import _count_at_least
+
+    n = 2 ** 24 + 1  # 16,777,217 is not a float32: a float32 sum of as many ones rounds it away
+    assert _count_at_least(torch.ones(1, n), torch.zeros(1)).item() == n
+
+
 def test_caption_retrieval_accuracy_is_t2i_on_paired_rows():
     images, texts, owner = random_problem(n_images=30, seed=9)
     g = torch.Generator().manual_seed(1)
