@@ -27,7 +27,8 @@ FAST = "not slow and not distributed"
 MODULES: dict[str, tuple[list[str], str]] = {
     "losses.py": (["tests/test_losses.py"], FAST),
     "eval/retrieval.py": (["tests/test_retrieval.py", "tests/test_properties.py"], FAST),
-    "text/pooling.py": (["tests/test_caption_encoder.py", "tests/test_properties.py"], FAST),
+    "text/pooling.py": (["tests/test_pooling.py", "tests/test_caption_encoder.py", "tests/test_properties.py"],
+                        FAST),
     "text/tokenization.py": (["tests/test_tokenization.py", "tests/test_caption_encoder.py",
                               "tests/test_properties.py"], FAST),
     "embeddings/store.py": (["tests/test_embeddings.py", "tests/test_store_alignment.py",
