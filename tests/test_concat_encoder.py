@@ -135,6 +135,50 @@ def test_method_d_loss_is_the_sum_of_three_contrastive_losses_computed_independe
     torch.testing.assert_close(out["loss"], sum(expected.values()), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_method_c_adds_a_text_text_term_between_the_clip_text_and_llm_spaces(tiny_visions, loss):
+    from torch.nn.functional import normalize
+
+    from llm2clip.model import LLM2CLIPConfig
+    from llm2clip.multi_encoder import METHOD_C
+    from llm2clip.train.stage2_objective import Stage2Objective
+
+    torch.manual_seed(0)
+    config = LLM2CLIPConfig(vision=tiny_visions["clip"], text_dim=32 + 24, clip_text_dim=24, embed_dim=16,
+                            adaptor={"kind": "mlp", "num_blocks": 1}, loss_terms=METHOD_C,
+                            logit_bias_init=-3.0 if loss == "siglip" else None)
+    model = LLM2CLIP(config).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(1.0)
+        for value, term in enumerate(("clip_text", "clip_text_llm"), start=2):
+            model.multi.logit_scales[term].fill_(float(value))
+            if loss == "siglip":
+                model.multi.logit_biases[term].fill_(-float(value))
+    pixels = torch.randn(6, 3, 32, 32)
+    captions = torch.cat([normalize(torch.randn(6, 32), dim=-1), normalize(torch.randn(6, 24), dim=-1)], dim=-1)
+    with torch.no_grad():
+        out = Stage2Objective(model, loss)(pixels=pixels, text_embeddings=captions)
+        image = normalize(model.vision(pixels) @ model.projection.weight.T, dim=-1)
+        llm = normalize(model.adaptor(captions[:, :32]), dim=-1)
+        clip = normalize(captions[:, 32:] @ model.multi.clip_text.weight.T, dim=-1)
+        pairs = {"llm": (image, llm, 1.0), "clip_text": (image, clip, 2.0), "clip_text_llm": (clip, llm, 3.0)}
+        expected = {term: by_hand_clip_loss(a, b, torch.tensor(s).exp()) if loss == "clip" else
+                    by_hand_siglip_loss(a, b, torch.tensor(s).exp(), -3.0 if term == "llm" else -s)
+                    for term, (a, b, s) in pairs.items()}
+    for term, value in expected.items():
+        torch.testing.assert_close(out[f"loss_{term}"], value, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["loss"], sum(expected.values()), atol=1e-5, rtol=1e-5)
+    # the text-text term trains but does not encode: the model encodes with the LLM's term
+    assert model.inference_term == "llm"
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text_embeddings(captions), llm)
+    with pytest.raises(ValueError, match="'clip_text_llm' contrasts two text spaces"):
+        model.encode_text_embeddings(captions, term="clip_text_llm")
+    with pytest.raises(ValueError, match="contrasts two text spaces and cannot encode images"):
+        LLM2CLIPConfig(vision=tiny_visions["clip"], text_dim=56, clip_text_dim=24, loss_terms=METHOD_C,
+                       inference_term="clip_text_llm").check()
+
+
 def method_d_args(tmp_path, tiny_visions, caption_encoder, mode, store=None) -> list[str]:
     data, _ = write_dataset(tmp_path / "data")
     args = ["stage2", "--config", str(REPO / "configs/stage2/tiny.yaml"),
@@ -171,6 +215,24 @@ def test_method_d_trains_through_the_cli_offline_as_online_and_encodes_with_the_
     torch.testing.assert_close(text, by_head["cat"])  # the paper's (d) row encodes with the concatenation head
     assert text.shape == (3, 64) and image.shape == (2, 64)  # 2 x embed_dim (32)
     assert by_head["llm"].shape == by_head["clip_text"].shape == (3, 32)
+
+
+@pytest.mark.slow
+def test_method_c_trains_offline_through_the_cli_and_encodes_with_the_llm_term(tmp_path, tiny_visions, concat_folder):
+    encoder = load_caption_encoder(concat_folder, precision="fp32")
+    data, _ = write_dataset(tmp_path / "store-data")
+    records, _ = read_caption_records(data, caption_fields=["raw_caption", "longSV"], require_all_fields=False)
+    store = write_embedding_store(encoder, records, tmp_path / "store", dtype="fp32", shard_size=8)
+    args = method_d_args(tmp_path, tiny_visions, concat_folder, "offline", store)
+    assert cli_main(args + ["--set", "model.loss_terms=[llm, clip_text, clip_text_llm]"]) == 0
+    rows = [r for r in MetricsLog(tmp_path / "run" / "metrics.jsonl").read() if "loss" in r]
+    assert len(rows) == 4 and all(r["loss"] == pytest.approx(
+        r["loss_llm"] + r["loss_clip_text"] + r["loss_clip_text_llm"], rel=1e-5) for r in rows)
+    model = LLM2CLIP.from_pretrained(tmp_path / "run" / "final").eval()
+    assert model.config.loss_terms == ["llm", "clip_text", "clip_text_llm"] and model.inference_term == "llm"
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(CAPTIONS),
+                                   model.encode_text_embeddings(encoder.encode(CAPTIONS), term="llm"))
 
 
 def test_method_d_needs_a_concat_encoder(tmp_path, tiny_visions, stage1_folder, capsys):

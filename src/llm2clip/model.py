@@ -31,7 +31,7 @@ from torch import nn
 from .adaptor import build_adaptor
 from .atomic_file import atomic_write_bytes, atomic_write_text
 from .multi_encoder import (IMAGE_SPACES, TERMS, MultiEncoderHeads, check_terms, default_inference_term,
-                            needs_clip_text)
+                            is_image_text, needs_clip_text)
 from .text_embeddings import TextEmbeddings
 from .vision import load_vision_tower
 
@@ -71,6 +71,9 @@ class LLM2CLIPConfig:
         if self.inference_term is not None and self.inference_term not in self.loss_terms:
             raise ValueError(f"inference_term {self.inference_term!r} is not one of the trained terms "
                              f"{self.loss_terms}")
+        if self.inference_term is not None and not is_image_text(self.inference_term):
+            raise ValueError(f"inference_term {self.inference_term!r} contrasts two text spaces and cannot encode "
+                             "images: pick an image-text term")
 
 
 class LLM2CLIP(nn.Module):
@@ -139,6 +142,9 @@ class LLM2CLIP(nn.Module):
         term = term or self.inference_term
         if term not in self.config.loss_terms:
             raise ValueError(f"term {term!r} was not trained; this model's terms are {self.config.loss_terms}")
+        if not is_image_text(term):
+            raise ValueError(f"term {term!r} contrasts two text spaces: encode with an image-text term "
+                             f"({[t for t in self.config.loss_terms if is_image_text(t)]})")
         return term
 
     # ----------------------------------------------------------------- the spaces

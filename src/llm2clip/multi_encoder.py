@@ -11,6 +11,7 @@ head of twice that width after the concatenated text embeddings and another afte
     llm         image     = projection(tower)        llm       = adaptor(LLM part)
     clip_text   image     (one projector for CLIP-V) clip_text = Linear(CLIP-T part)
     cat         cat_image = Linear(tower)            cat       = Linear([llm ‖ clip_text])
+    clip_text_llm  clip_text (text, not image)       llm       (Table 10's (c))
 
 Method (d) trains the three terms, loss = CL(LLM,V) + CL(CLIP-T,V) + CL(Cat,V); at
 inference the paper's best (d) row encodes with the concatenation head, so `cat` is the
@@ -22,8 +23,11 @@ concatenation", next to 1024-wide projectors.
 Each term has its own logit scale (and bias, for the sigmoid loss): the spaces differ in
 width and the paper names no shared temperature. The `llm` term uses the model's own
 projection, adaptor and logit scale, so method (a) is the special case of one term.
-Table 10's (b) is the terms [llm, clip_text]; (c) adds a text-text term between the LLM
-and CLIP-T spaces - a new row in TERMS, not a new design (issue 21).
+Table 10's (b) is the terms [llm, clip_text]; (c) adds `clip_text_llm`, a text-text term
+that contrasts a caption's CLIP-T space with its LLM space (CL(CLIP-T, LLM): the two text
+heads are pulled together, the other captions of the batch are the negatives). A
+text-text term trains but never encodes: images and texts are encoded with an
+image-text term.
 """
 from __future__ import annotations
 
@@ -33,15 +37,22 @@ import torch
 from torch import nn
 
 # term -> (first space, second space): its loss contrasts row i of one with row i of the
-# other. For the image-text terms the first is the image space; a text-text term such as
-# Table 10's (c) would pair two text spaces.
+# other. For the image-text terms the first is the image space; Table 10's (c) term pairs
+# two text spaces.
 TERMS: dict[str, tuple[str, str]] = {
     "llm": ("image", "llm"),
     "clip_text": ("image", "clip_text"),
     "cat": ("cat_image", "cat"),
+    "clip_text_llm": ("clip_text", "llm"),
 }
 IMAGE_SPACES = ("image", "cat_image")  # computed from the tower's pooled features; the rest from the caption
+METHOD_C = ["llm", "clip_text", "clip_text_llm"]
 METHOD_D = ["llm", "clip_text", "cat"]
+
+
+def is_image_text(term: str) -> bool:
+    """Whether a term contrasts an image space with a text space (and so can encode)."""
+    return TERMS[term][0] in IMAGE_SPACES
 
 
 def check_terms(terms: list[str], where: str = "loss_terms") -> None:
