@@ -101,9 +101,10 @@ def main(argv: list[str]) -> int:
         return 2
     children = int(os.environ.get("MUTATION_CHILDREN", "1"))
     scores_file = REPO / "runs" / "mutation" / "scores.json"
-    scores = json.loads(scores_file.read_text()) if scores_file.exists() else {}
     for module in modules:
         result = run_module(module, children)
+        # re-read before writing: two runs of this script on different modules may share the file
+        scores = json.loads(scores_file.read_text()) if scores_file.exists() else {}
         scores[module] = result
         scores_file.write_text(json.dumps(scores, indent=2) + "\n")
         print(f"{module}: {result['killed']}/{result['mutants']} killed ({result['score']} %)", flush=True)
