@@ -74,6 +74,8 @@ def test_truncation_drops_caption_tokens_from_the_end_and_keeps_the_eos(tokenize
     assert cut.pool_mask == [0] * n_prefix + [1] * keep + [0]
     exact = CaptionTokenizer(tokenizer, "Embed:", max_length=len(full.input_ids))(long)
     assert exact == full  # a sequence that fits exactly is not truncated
+    one_over = CaptionTokenizer(tokenizer, "Embed:", max_length=len(full.input_ids) - 1)(long)
+    assert one_over.truncated and one_over.input_ids == full.input_ids[:-2] + [tokenizer.eos_token_id]
 
 
 def test_no_room_for_the_caption_names_the_limit_and_the_fixed_tokens(tokenizer):
@@ -115,6 +117,15 @@ def test_collate_pads_either_side_with_positions_that_skip_padding(side):
     assert batch["input_ids"].tolist() == ids and batch["attention_mask"].tolist() == attention
     assert batch["pool_mask"].tolist() == pool and batch["position_ids"].tolist() == positions
     assert all(t.dtype == torch.long for t in batch.values())
+    if side == "right":  # the default
+        assert all(torch.equal(batch[k], v) for k, v in tok.collate(items).items())
+
+
+def test_an_unknown_padding_side_is_refused():
+    tok = CaptionTokenizer(type("T", (), {"pad_token_id": 0, "eos_token_id": 2})(), None, 8)
+    with pytest.raises(ValueError) as err:
+        tok.collate([TokenizedCaption([1, 2], [1, 0], False)], padding_side="middle")
+    assert str(err.value) == "padding_side must be 'left' or 'right', got 'middle'"
 
 
 # ---------------------------------------------------------------- the length-batching plan

@@ -80,6 +80,8 @@ class CaptionTokenizer:
 
     def collate(self, items: list[TokenizedCaption], padding_side: str = "right") -> dict[str, torch.Tensor]:
         """Pad to the longest item; positions count real tokens only."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         width = max(len(item.input_ids) for item in items)
         input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(items), width), dtype=torch.long)
