@@ -171,3 +171,22 @@ def test_padding_fraction_by_hand():
     assert padding_fraction(lengths, [[0, 1, 2, 3]]) == pytest.approx(1 - 11 / 16)
     assert padding_fraction(lengths, [[0], [], [1]]) == 0.0
     assert padding_fraction(lengths, []) == 0.0
+
+
+def test_the_separator_space_is_not_pooled_even_as_its_own_token(tokenizer):
+    # byte-level BPE gives a space before a space its own token: "Embed:" + " " + " two dogs"
+    item = CaptionTokenizer(tokenizer, "Embed:", max_length=64)(" two dogs")
+    prefix = tokenizer("Embed:", add_special_tokens=True)["input_ids"]
+    assert item.input_ids[:len(prefix)] == prefix
+    separator = item.input_ids[len(prefix)]
+    assert tokenizer.decode([separator]) == " "
+    assert item.pool_mask == [0] * (len(prefix) + 1) + [1] * len(caption_ids(tokenizer, " two dogs")) + [0]
+
+
+def test_the_tokenizers_own_length_limit_does_not_cut_captions():
+    tokenizer = build_tokenizer()
+    tokenizer.model_max_length = 4  # only max_length decides what is cut
+    caption = "a photo of a cat sitting on a red sofa"
+    item = CaptionTokenizer(tokenizer, None, max_length=64)(caption)
+    assert item.input_ids == [tokenizer.bos_token_id] + caption_ids(tokenizer, caption) + [tokenizer.eos_token_id]
+    assert not item.truncated
