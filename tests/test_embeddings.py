@@ -250,3 +250,68 @@ def test_length_grouped_batches_pad_far_less_than_input_order():
     assert padding_fraction(lengths, in_order) > 0.4
     assert padding_fraction(lengths, grouped) < 0.1
     assert padding_fraction(lengths, grouped) < padding_fraction(lengths, in_order) / 5
+
+
+# ------------------------------------------------------------------ the reader's messages and protocol
+def message_of(error_type, call):
+    with pytest.raises(error_type) as err:
+        call()
+    return str(err.value)
+
+
+def test_each_unopenable_folder_is_named_with_why(reference, tmp_path):
+    from llm2clip.embeddings import StoreError
+
+    assert message_of(StoreError, lambda: EmbeddingStore.open(tmp_path / "nowhere")) == (
+        f"{tmp_path / 'nowhere'}: no such embedding store folder")
+    (tmp_path / "empty").mkdir()
+    assert message_of(StoreError, lambda: EmbeddingStore.open(tmp_path / "empty")) == (
+        f"{tmp_path / 'empty'}: not an embedding store (no store.json); write one with `llm2clip embed`")
+    hint = "rerun `llm2clip embed` with the same arguments to resume"
+    for missing, listed in [(range(6), "shard-00000.safetensors, shard-00001.safetensors, shard-00002.safetensors, "
+                                        "shard-00003.safetensors, shard-00004.safetensors, ... (1 more)"),
+                            (range(4, 9), "shard-00004.safetensors, shard-00005.safetensors, shard-00006.safetensors, "
+                                          "shard-00007.safetensors, shard-00008.safetensors")]:
+        out = tmp_path / f"store-{len(missing)}"
+        shutil.copytree(reference, out)
+        (out / "store.json").unlink()
+        for k in missing:
+            (out / f"shard-{k:05d}.safetensors").unlink()
+        assert message_of(IncompleteStoreError, lambda: EmbeddingStore.open(out)) == (
+            f"{out}: incomplete embedding store: {len(missing)} of {N_SHARDS} shard(s) missing ({listed}); {hint}")
+    out = tmp_path / "no-manifest"
+    shutil.copytree(reference, out)
+    (out / "store.json").unlink()
+    assert message_of(IncompleteStoreError, lambda: EmbeddingStore.open(out)) == (
+        f"{out}: incomplete embedding store: all shards exist but the manifest store.json was not written "
+        f"(other ranks may still be running); {hint}")
+
+
+def test_membership_repr_lookups_and_a_pickled_reader(reference, records):
+    import pickle  # what a DataLoader worker started by spawn receives; only our own object, never loaded from disk
+
+    store = EmbeddingStore.open(reference)
+    ids, fields, _ = flat(records)
+    assert ("img000", "raw_caption") in store and ("img011", "caption.0") not in store
+    assert ["img000", "raw_caption"] in store  # any pair, as a tuple
+    assert repr(store) == (f"EmbeddingStore({str(reference)!r}, {N_CAPTIONS} embeddings of dim {store.dim}, "
+                           f"dtype=fp16, fields={store.fields})")
+    assert message_of(ValueError, lambda: store.get_many(["img000", "img001"], ["raw_caption"])) == (
+        "got 2 ids but 1 fields")
+    expected = store.get_many(ids, fields)
+    store.get_many(ids[:3], fields[:3])  # maps a few shards, which must not travel with the pickle
+    copy = pickle.loads(pickle.dumps(store))
+    assert all(shard._arrays == {} for shard in copy._shards)
+    np.testing.assert_array_equal(copy.get_many(ids, fields), expected)
+
+
+def test_verify_records_checks_only_the_fields_asked_for_and_says_how_to_redo(reference, records):
+    store = EmbeddingStore.open(reference)
+    changed = list(records)
+    changed[2] = replace(records[2], captions=[records[2].captions[0], records[2].captions[1] + " (edited)"]
+                         + records[2].captions[2:])  # its shortSV caption
+    store.verify_records(changed, ["raw_caption", "caption"])  # shortSV is not asked for
+    message = message_of(StoreMismatchError, lambda: store.verify_records(changed))
+    assert message.startswith(f"{reference}: 1 caption(s) of the records do not match the embedding store (")
+    assert "'img002' field 'shortSV': the caption text differs" in message
+    assert message.endswith("Re-embed this caption file with `llm2clip embed`.")
