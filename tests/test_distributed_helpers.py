@@ -31,15 +31,17 @@ class SimulatedGroup:
     def all_gather(self, outputs, tensor):
         self.calls.append("all_gather")
         assert len(outputs) == len(self.rows) and all(o.shape == tensor.shape for o in outputs)
-        if tensor.dtype == torch.long and tensor.shape == (1,):  # the sizes
-            for out, rows in zip(outputs, self.rows):
-                out.fill_(len(rows))
+        mine = len(self.rows[self.my_rank])
+        if tensor.dtype == torch.long and tensor.shape == (1,):  # the sizes: this rank's is what it sent
+            for r, (out, rows) in enumerate(zip(outputs, self.rows)):
+                out.copy_(tensor if r == self.my_rank else torch.tensor([len(rows)]))
             return
-        assert tensor.shape[0] == max(len(r) for r in self.rows)  # padded to the largest
-        torch.testing.assert_close(tensor[:len(self.rows[self.my_rank])], self.rows[self.my_rank])
-        for out, rows in zip(outputs, self.rows):
+        assert tensor.shape[0] == max(len(r) for r in self.rows)  # padded to the largest, with zeros
+        torch.testing.assert_close(tensor[:mine], self.rows[self.my_rank])
+        assert not tensor[mine:].any()
+        for r, (out, rows) in enumerate(zip(outputs, self.rows)):
             out.zero_()
-            out[:len(rows)] = rows
+            out[:len(rows)] = tensor[:mine] if r == self.my_rank else rows
 
     def all_reduce(self, tensor, op=None):
         self.calls.append("all_reduce")
@@ -91,6 +93,9 @@ def test_gather_no_grad_is_detached_and_concatenated(group):
 def test_barrier_waits_only_with_several_ranks(group, monkeypatch):
     du.barrier()
     assert group.calls == ["barrier"]
+    monkeypatch.setattr(du, "dist", SimulatedGroup(0, ROWS[:2]))
+    du.barrier()
+    assert du.dist.calls == ["barrier"]
     monkeypatch.setattr(du, "dist", SimulatedGroup(0, ROWS[:1]))
     du.barrier()
     assert du.dist.calls == []
