@@ -175,3 +175,33 @@ def test_a_bad_size_is_refused_naming_the_setting(kind, setting):
     sizes[setting] = 0
     with pytest.raises(ValueError, match=rf"positive integers, got \{{'{setting}': 0\}}"):
         build_adaptor(kind, sizes.pop("in_dim"), sizes.pop("embed_dim"), **sizes)
+
+
+def test_adaptor_options_are_checked_naming_the_key():
+    from llm2clip.adaptor import check_adaptor_options
+    from llm2clip.config import ConfigError
+
+    def message(options, **key):
+        with pytest.raises(ConfigError) as err:
+            check_adaptor_options(options, **key)
+        return str(err.value)
+
+    check_adaptor_options({"num_blocks": 2, "expansion": 3})  # kind defaults to mlp
+    check_adaptor_options({"kind": "transformer", "num_latents": 4, "num_heads": 2, "num_blocks": 1, "expansion": 2})
+    assert message(["mlp"]) == "model.adaptor must be a mapping {kind: mlp | transformer, ...options}, got ['mlp']"
+    assert message({"kind": "conv"}, key="x.adaptor") == "x.adaptor.kind 'conv' is not one of mlp, transformer"
+    assert message({"num_latents": 4}) == ("model.adaptor: the mlp adaptor has no option(s) ['num_latents']; "
+                                           "it takes ['num_blocks', 'expansion']")
+    assert message({"kind": "transformer", "heads": 2, "depth": 1}) == (
+        "model.adaptor: the transformer adaptor has no option(s) ['depth', 'heads']; "
+        "it takes ['num_blocks', 'num_latents', 'num_heads', 'expansion']")
+    options = {"kind": "mlp", "num_blocks": 1}
+    check_adaptor_options(options)
+    assert options == {"kind": "mlp", "num_blocks": 1}  # the caller's mapping is left as it was
+
+
+def test_the_count_formulas_defaults_are_the_adaptors():
+    assert adaptor_param_count(48, 32) == sum(p.numel() for p in Adaptor(48, 32).parameters())
+    with pytest.raises(ValueError) as err:
+        TransformerAdaptor(8, 4, num_blocks=-2)
+    assert str(err.value) == "num_blocks must be >= 0, got -2"
