@@ -20,7 +20,7 @@ import json
 import logging
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -212,7 +212,6 @@ class Demo:
     baseline: dict
     stage1: dict
     stores: dict[str, dict[str, str]]
-    runs: dict[str, str] = field(default_factory=dict)
 
 
 def prepare_demo(folder: Path, fast: bool) -> Demo:
