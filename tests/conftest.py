@@ -85,3 +85,14 @@ def trained_stage1_folder(tiny_llama, tmp_path_factory):
     is 0, so dropping the adapter would change nothing) and dropout 0.1 (an encoder left in
     train mode gives other numbers than the store)."""
     return save_lora_with_random_b(tiny_llama, tmp_path_factory.mktemp("trained-stage1") / "final", dropout=0.1, seed=7)
+
+
+@pytest.fixture(scope="session")
+def fast_demo_steps(tmp_path_factory):
+    """A `llm2clip demo --fast` folder with the steps the ablations build on (data, baseline,
+    stage 1, the two stores) and not the rest (stage 2, eval, search): about a minute."""
+    from llm2clip.demo.ablate import prepare_demo
+
+    folder = tmp_path_factory.mktemp("fast-demo") / "demo"
+    prepare_demo(folder, fast=True)
+    return folder

@@ -1,4 +1,4 @@
-"""`llm2clip` command line: stage1, embed, stage2, eval, index, search, export-onnx, demo."""
+"""`llm2clip` command line: stage1, embed, stage2, eval, index, search, export-onnx, demo, ablate."""
 from __future__ import annotations
 
 import argparse
@@ -111,7 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (finished steps are reused)")
     p.add_argument("--fast", action="store_true", help="a ~2-minute smoke version")
     p.set_defaults(run=_demo)
+
+    p = sub.add_parser("ablate", help="one of the paper's ablation tables (6-12) in miniature on a demo folder")
+    p.add_argument("table", type=int, help="the paper's table number, 6 to 12")
+    p.add_argument("--demo", required=True, help="an `llm2clip demo --out` folder (missing steps are run there)")
+    p.add_argument("--out", help="folder for table<N>.md / .json and the runs (default: DEMO/ablations)")
+    p.add_argument("--fast", action="store_true", help="on a `demo --fast` folder: the table in seconds")
+    p.add_argument("--rows", type=_row_numbers, help="only these rows, by their numbers in the paper's table, "
+                   "e.g. --rows 1,2,3,7")
+    p.add_argument("--stage1-steps", type=positive_int, help="stage-1 steps of the rows that train a stage 1 "
+                   "(default: the demo's; another number retrains the default row too)")
+    p.set_defaults(run=_ablate)
     return parser
+
+
+def _row_numbers(text: str) -> tuple[str, ...]:
+    rows = tuple(r.strip() for r in text.split(",") if r.strip())
+    if not rows:
+        raise argparse.ArgumentTypeError("expected row numbers, e.g. 1,2,3")
+    return rows
 
 
 def _add_training_command(sub, name: str, help_text: str, example: str, run) -> None:
@@ -197,6 +215,20 @@ def _demo(args) -> int:
 
     require_writable_folder(args.out, "--out")
     run_demo(args.out, fast=args.fast)
+    return 0
+
+
+def _ablate(args) -> int:
+    from .demo.ablate import check_demo_folder, render_table, run_table, table_of
+
+    table_of(args.table)  # an unknown table or a wrong folder fails before anything runs
+    check_demo_folder(Path(args.demo), args.fast)
+    out = args.out or os.path.join(args.demo, "ablations")
+    require_writable_folder(out, "--out")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    summary = run_table(args.table, Path(args.demo), Path(out), fast=args.fast, rows=args.rows,
+                        stage1_steps=args.stage1_steps)
+    print(render_table(summary))
     return 0
 
 

@@ -12,6 +12,7 @@
     rendering.py        drawing scenes with the emoji font; writing a dataset folder
     validation.py       the settings chosen on the validation split (`python -m llm2clip.demo.validation`)
     search_step.py      the search step: the test images searched with long queries, side by side
+    ablate.py           the paper's ablation tables in miniature on a demo folder (`llm2clip ablate`)
 """
 from .dataset import step_data
 from .evaluation import MODELS, STAGE2_FIELDS, evaluate_demo

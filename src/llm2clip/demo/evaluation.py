@@ -105,17 +105,19 @@ def baseline_entry(name: str, folder: str) -> EvalModel:
     return EvalModel(name, lambda: load_eval_model(spec), model_fingerprint(spec), folder)
 
 
-def stored_caption_entry(name: str, model_dir: str, store_dir: str, data: dict[str, str]) -> EvalModel:
-    """An LLM2CLIP folder as an eval model whose captions come from the store (no LLM loaded)."""
-    return EvalModel(name, _stored_caption_loader(model_dir, store_dir, data),
+def stored_caption_entry(name: str, model_dir: str, store_dir: str, data: dict[str, str],
+                         captions: tuple = EVALUATED_CAPTIONS) -> EvalModel:
+    """An LLM2CLIP folder as an eval model whose captions come from the store (no LLM loaded);
+    `captions` are the (data file, caption fields) pairs the store holds for evaluation."""
+    return EvalModel(name, _stored_caption_loader(model_dir, store_dir, data, captions),
                      model_fingerprint(ModelSpec(name=name, path=model_dir)), f"{model_dir}, captions from {store_dir}")
 
 
-def _stored_caption_loader(model_dir: str, store_dir: str, data: dict[str, str]):
+def _stored_caption_loader(model_dir: str, store_dir: str, data: dict[str, str], captions: tuple):
     def load():
         from ..model import LLM2CLIP
 
-        records = [r for split, fields in EVALUATED_CAPTIONS
+        records = [r for split, fields in captions
                    for r in read_caption_records(data[split], caption_fields=list(fields))[0]]
         model = LLM2CLIP.from_pretrained(model_dir, load_caption_encoder=False).eval()
         return StoredCaptionModel(model, store_dir, records)

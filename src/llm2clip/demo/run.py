@@ -91,8 +91,9 @@ def step_baseline(folder: Path, data: dict[str, str], size: DemoSize) -> dict:
 
 
 # ------------------------------------------------------------------ 3. stage 1
-def step_stage1(folder: Path, data: dict[str, str], size: DemoSize) -> dict:
-    """Fine-tune the embedded LLM; CRA before/after on held-out captions 1 and 2."""
+def step_stage1(folder: Path, data: dict[str, str], size: DemoSize, overrides: tuple[str, ...] = ()) -> dict:
+    """Fine-tune the embedded LLM (the demo's config + `overrides`); CRA before/after on
+    held-out captions 1 and 2."""
     from ..train.checkpoint import list_checkpoints
     from ..train.stage1 import train_stage1
 
@@ -100,13 +101,13 @@ def step_stage1(folder: Path, data: dict[str, str], size: DemoSize) -> dict:
     if result_file.is_file() and (folder / "final" / "caption_encoder.json").is_file():
         log.info("stage1: reusing %s", folder)
         return {"encoder": str(folder / "final"), "cra": json.loads(result_file.read_text())}
-    cfg = stage1_config(folder, data, size)
+    cfg = stage1_config(folder, data, size, overrides)
     resume = bool(list_checkpoints(folder / "checkpoints"))
     summary = train_stage1(cfg, resume=resume)
     return {"encoder": summary["encoder"], "cra": summary["cra"]}
 
 
-def stage1_config(folder: Path, data: dict[str, str], size: DemoSize):
+def stage1_config(folder: Path, data: dict[str, str], size: DemoSize, overrides: tuple[str, ...] = ()):
     from ..train.stage1_config import Stage1Config
 
     fields = "[" + ", ".join(STAGE1_FIELDS) + "]"
@@ -115,7 +116,7 @@ def stage1_config(folder: Path, data: dict[str, str], size: DemoSize):
         f"eval.cra={data['test']}", f"eval.cra_fields={fields}",
         f"train.output_dir={folder}", f"train.max_steps={size.stage1_steps}",
         f"train.batch_size={size.stage1_batch}", f"data.text_pairs={data['wordnet_train']}",
-        f"data.text_pair_ratio={size.text_pair_ratio}",
+        f"data.text_pair_ratio={size.text_pair_ratio}", *overrides,
     ])
 
 
@@ -131,33 +132,37 @@ def step_embed(folder: Path, data: dict[str, str], tuned_encoder: str) -> dict[s
     whose B matrices are zero (peft's initialisation), i.e. exactly the raw LLM, saved
     in the small adapter format so it has a folder and an identity like the tuned one.
     """
-    from ..data.records import read_caption_records
-    from ..devices import cpu_has_native_bf16
-    from ..embeddings import write_embedding_store
-    from ..text import CaptionEncoder
     from ..train.stage1 import load_encoder
 
     raw_folder = folder / "raw_llm_encoder"
     if not (raw_folder / "caption_encoder.json").is_file():
         cfg = stage1_config(folder, data, FAST)
         load_encoder(cfg).save_pretrained(raw_folder)
-    records = []
-    for split, fields in EMBEDDED_CAPTIONS:
-        records += read_caption_records(data[split], caption_fields=list(fields))[0]
-    precision = "bf16" if cpu_has_native_bf16() else "fp32"
     stores = {}
     for name, encoder_dir in (("llm2clip", tuned_encoder), ("llm2clip_raw_llm", str(raw_folder))):
-        store = folder / name
-        if not (store / "store.json").is_file():
-            encoder = CaptionEncoder.from_pretrained(encoder_dir, precision=precision).requires_grad_(False).eval()
-            log.info("embed: %d captions with %s (%s)", sum(len(r.captions) for r in records), encoder_dir, precision)
-            write_embedding_store(encoder, records, store, dtype="fp16", shard_size=256, batch_size=16,
-                                  show_progress=True)
-            del encoder
-        else:
-            log.info("embed: reusing %s", store)
-        stores[name] = {"store": str(store), "encoder": encoder_dir}
+        embed_captions(encoder_dir, data, EMBEDDED_CAPTIONS, folder / name)
+        stores[name] = {"store": str(folder / name), "encoder": encoder_dir}
     return stores
+
+
+def embed_captions(encoder_dir: str, data: dict[str, str], captions: tuple, store: Path) -> None:
+    """One store of `captions` ((data file, caption fields) pairs) by the encoder, unless
+    `store` already holds one."""
+    from ..data.records import read_caption_records
+    from ..devices import cpu_has_native_bf16
+    from ..embeddings import write_embedding_store
+    from ..text import CaptionEncoder
+
+    if (store / "store.json").is_file():
+        log.info("embed: reusing %s", store)
+        return
+    records = []
+    for split, fields in captions:
+        records += read_caption_records(data[split], caption_fields=list(fields))[0]
+    precision = "bf16" if cpu_has_native_bf16() else "fp32"
+    encoder = CaptionEncoder.from_pretrained(encoder_dir, precision=precision).requires_grad_(False).eval()
+    log.info("embed: %d captions with %s (%s)", sum(len(r.captions) for r in records), encoder_dir, precision)
+    write_embedding_store(encoder, records, store, dtype="fp16", shard_size=256, batch_size=16, show_progress=True)
 
 
 # ------------------------------------------------------------------ 5. stage 2
@@ -171,18 +176,24 @@ def train_demo_stage2(run: Path, data: dict[str, str], store: dict[str, str], si
     resumed when `run` already holds it; returns its final/ folder."""
     from ..train.checkpoint import list_checkpoints
     from ..train.stage2 import train_stage2
-    from ..train.stage2_config import Stage2Config
 
     final = run / "final"
     if (final / "llm2clip.json").is_file():
         log.info("stage2: reusing %s", final)
         return str(final)
-    cfg = load_config(Stage2Config, packaged_config("stage2/demo.yaml"), [
+    cfg = stage2_config(run, data, store, size, overrides)
+    return train_stage2(cfg, resume=bool(list_checkpoints(run / "checkpoints")))["model"]
+
+
+def stage2_config(run: Path, data: dict[str, str], store: dict[str, str], size: DemoSize,
+                  overrides: tuple[str, ...] = ()):
+    from ..train.stage2_config import Stage2Config
+
+    return load_config(Stage2Config, packaged_config("stage2/demo.yaml"), [
         f"model.caption_encoder={store['encoder']}", f"data.train={data['stage2']}",
         f"data.embeddings={store['store']}", f"train.output_dir={run}",
         f"train.epochs={size.stage2_epochs}", f"train.batch_size={size.stage2_batch}", *overrides,
     ])
-    return train_stage2(cfg, resume=bool(list_checkpoints(run / "checkpoints")))["model"]
 
 
 # ------------------------------------------------------------------ summary
