@@ -131,7 +131,7 @@ TABLES: dict[int, Table] = {
         ("(b)", "CL(LLM, CLIP-V) + CL(CLIP-T, CLIP-V)",
          "not wired into the miniature yet: it needs a concat store (`llm2clip concat-encoder` over the "
          "baseline) and an evaluation per loss term"),
-        ("(c)", "(b) + CL(CLIP-T, LLM)", "not expressible: multi_encoder.TERMS has no text-text term"),
+        ("(c)", "(b) + CL(CLIP-T, LLM)", "as (b) (its recipe is table10-c-text-alignment)"),
         ("(d)", "(b) + CL(Cat(CLIP-T, LLM), CLIP-V)", "as (b)"),
     ), note=CLIP_ROW),
     11: Table("the text side's training (stage 2, train.mode)", (
