@@ -315,3 +315,26 @@ def test_verify_records_checks_only_the_fields_asked_for_and_says_how_to_redo(re
     assert message.startswith(f"{reference}: 1 caption(s) of the records do not match the embedding store (")
     assert "'img002' field 'shortSV': the caption text differs" in message
     assert message.endswith("Re-embed this caption file with `llm2clip embed`.")
+
+
+def test_a_non_finite_stored_row_is_refused_naming_its_sample_and_field(encoder, records, tmp_path):
+    from llm2clip.embeddings import StoreError
+    from llm2clip.embeddings.store import ShardFile
+
+    out = write_embedding_store(encoder, records, tmp_path / "store", dtype="fp32", shard_size=SHARD, batch_size=BATCH)
+    ids, fields, _ = flat(records)
+    clean = EmbeddingStore.open(out).get_many(ids, fields)
+    np.testing.assert_allclose(clean, encoder.encode(flat(records)[2]).numpy(), atol=1e-6)  # every row where it is
+    shard = ShardFile(out / "shard-00002.safetensors")  # rows 8-11
+    begin = shard.data_start + shard.tensors["embeddings"]["data_offsets"][0]
+    with open(shard.path, "r+b") as handle:  # row 9's first value becomes NaN
+        handle.seek(begin + 1 * clean.shape[1] * 4)
+        handle.write(np.float32("nan").tobytes())
+    store = EmbeddingStore.open(out)
+    np.testing.assert_array_equal(store.get_many(ids[:8], fields[:8]), clean[:8])  # other rows still read
+    with pytest.raises(StoreError) as err:
+        store.get_many(ids[7:12], fields[7:12])
+    assert str(err.value) == (f"{out}: the stored embedding of sample id {ids[9]!r}, field {fields[9]!r} holds "
+                              "non-finite values (NaN/inf); re-embed it (`llm2clip embed --overwrite`)")
+    last_id = records[-1].id  # a single-caption sample: its field is found when not named
+    assert store.get(last_id).shape == (clean.shape[1],)
