@@ -145,7 +145,8 @@ def peak_of(args, llm: str, mode: str, batch: int, micro_batch: int = 0) -> int:
 
 def largest_batch(args, llm: str, mode: str, micro_batch: int = 0) -> tuple[int, dict[int, int]]:
     """Double until the budget is exceeded (or --max-batch), then bisect; (batch, probes).
-    With a micro-batch the search starts there (a smaller batch is one piece)."""
+    The search starts at --start-batch when given (a probe that fits at --max-batch proves
+    "at least"), else at the micro-batch (a smaller batch is one piece), else at 1."""
     budget = args.budget_gib * bc.GIB
     probes: dict[int, int] = {}
 
@@ -156,7 +157,7 @@ def largest_batch(args, llm: str, mode: str, micro_batch: int = 0) -> tuple[int,
         return probes[batch] <= budget
 
     good, bad = 0, None
-    batch = micro_batch or 1
+    batch = args.start_batch or micro_batch or 1
     while batch <= args.max_batch:
         if not fits(batch):
             bad = batch
@@ -195,6 +196,9 @@ def main() -> None:
                         help="micro-batch sizes to search the largest batch with (0: the plain step)")
     parser.add_argument("--budget-gib", type=float, default=4.0)
     parser.add_argument("--max-batch", type=int, default=256)
+    parser.add_argument("--start-batch", type=int, default=0,
+                        help="first batch the memory search probes (0: the micro-batch, or 1); "
+                             "--start-batch N --max-batch N probes N alone")
     parser.add_argument("--memory-llm", nargs="*", default=None,
                         help="encoders to run the batch-in-budget search for (default: the last --llm)")
     parser.add_argument("--memory-modes", nargs="+", default=list(MODES), choices=MODES)
@@ -206,6 +210,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="tiny random models, small sizes (a smoke test)")
     parser.add_argument("--out-dir", default=None)
+    parser.add_argument("--result-name", default="stage2_step",
+                        help="results/<name>.json (so a memory-only run does not replace the timing run's file)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -279,7 +285,7 @@ def main() -> None:
                   "step(s) per probe, fresh subprocess per probe; '+' = hit --max-batch.")
     result["budget_gib"] = args.budget_gib
     result["malloc_mmap_threshold"] = args.malloc_mmap_threshold
-    bc.write_result("stage2_step", result, table, args.out_dir)
+    bc.write_result(args.result_name, result, table, args.out_dir)
 
 
 if __name__ == "__main__":
