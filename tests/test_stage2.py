@@ -156,9 +156,11 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny_visi
     a, b = last_checkpoint_weights(one), last_checkpoint_weights(two)
     # Adam divides each gradient by its own running RMS, so float-reassociation noise on a
     # near-zero gradient element can move that weight by a sizeable fraction of lr (1e-3):
-    # allow 1e-4 per element, far below what a wrong batch or a missing gather would give.
+    # allow 2e-4 per element, far below what a wrong batch or a missing gather would give
+    # (one element of 32 measured 1.07e-4 on one 2-core machine, the same before and after
+    # the change that first saw it; the gradient-scale tests compare gradients exactly).
     for name in a:
-        torch.testing.assert_close(b[name], a[name], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(b[name], a[name], atol=2e-4, rtol=1e-4)
     assert logged_losses(two) == pytest.approx(logged_losses(one), abs=1e-5)
 
 
