@@ -96,26 +96,50 @@ def by_hand_siglip_loss(image, text, scale, bias):
     return -torch.nn.functional.logsigmoid(signs * logits).sum() / len(image)
 
 
+def multi_term_model(tiny_visions, terms, loss):
+    """A method-(c)/(d) model (LLM 32 + CLIP-T 24 wide) with a different temperature (and
+    bias) per term, so a mix-up shows: llm 1.0, then 2.0, 3.0 for the others in order."""
+    from llm2clip.model import LLM2CLIPConfig
+
+    torch.manual_seed(0)
+    config = LLM2CLIPConfig(vision=tiny_visions["clip"], text_dim=32 + 24, clip_text_dim=24, embed_dim=16,
+                            adaptor={"kind": "mlp", "num_blocks": 1}, loss_terms=list(terms),
+                            logit_bias_init=-3.0 if loss == "siglip" else None)
+    model = LLM2CLIP(config).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(1.0)
+        for value, term in enumerate(terms[1:], start=2):
+            model.multi.logit_scales[term].fill_(float(value))
+            if loss == "siglip":
+                model.multi.logit_biases[term].fill_(-float(value))
+    return model
+
+
+def random_concat_captions():
+    from torch.nn.functional import normalize
+
+    return torch.cat([normalize(torch.randn(6, 32), dim=-1), normalize(torch.randn(6, 24), dim=-1)], dim=-1)
+
+
+def assert_term_losses(out, pairs, loss):
+    """`out`'s per-term and total losses equal the losses written out on `pairs`
+    ({term: (first, second, log scale)})."""
+    expected = {term: by_hand_clip_loss(a, b, torch.tensor(s).exp()) if loss == "clip" else
+                by_hand_siglip_loss(a, b, torch.tensor(s).exp(), -3.0 if term == "llm" else -s)
+                for term, (a, b, s) in pairs.items()}
+    for term, value in expected.items():
+        torch.testing.assert_close(out[f"loss_{term}"], value, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["loss"], sum(expected.values()), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("loss", ["clip", "siglip"])
 def test_method_d_loss_is_the_sum_of_three_contrastive_losses_computed_independently(tiny_visions, loss):
     from torch.nn.functional import normalize
 
-    from llm2clip.model import LLM2CLIPConfig
     from llm2clip.train.stage2_objective import Stage2Objective
 
-    torch.manual_seed(0)
-    config = LLM2CLIPConfig(vision=tiny_visions["clip"], text_dim=32 + 24, clip_text_dim=24, embed_dim=16,
-                            adaptor={"kind": "mlp", "num_blocks": 1}, loss_terms=["llm", "clip_text", "cat"],
-                            logit_bias_init=-3.0 if loss == "siglip" else None)
-    model = LLM2CLIP(config).eval()
-    with torch.no_grad():  # a different temperature (and bias) per term, so a mix-up shows
-        model.logit_scale.fill_(1.0)
-        for value, term in enumerate(("clip_text", "cat"), start=2):
-            model.multi.logit_scales[term].fill_(float(value))
-            if loss == "siglip":
-                model.multi.logit_biases[term].fill_(-float(value))
-    pixels = torch.randn(6, 3, 32, 32)
-    captions = torch.cat([normalize(torch.randn(6, 32), dim=-1), normalize(torch.randn(6, 24), dim=-1)], dim=-1)
+    model = multi_term_model(tiny_visions, ["llm", "clip_text", "cat"], loss)
+    pixels, captions = torch.randn(6, 3, 32, 32), random_concat_captions()
     with torch.no_grad():
         out = Stage2Objective(model, loss)(pixels=pixels, text_embeddings=captions)
 
@@ -126,13 +150,8 @@ def test_method_d_loss_is_the_sum_of_three_contrastive_losses_computed_independe
         clip = normalize(captions[:, 32:] @ model.multi.clip_text.weight.T, dim=-1)
         cat = normalize(torch.cat([llm, clip], dim=-1) @ model.multi.cat_text.weight.T, dim=-1)
         assert cat.shape == (6, 32)  # Appendix A: the concatenation head is twice as wide
-        pairs = {"llm": (image, llm, 1.0), "clip_text": (image, clip, 2.0), "cat": (cat_image, cat, 3.0)}
-        expected = {term: by_hand_clip_loss(a, b, torch.tensor(s).exp()) if loss == "clip" else
-                    by_hand_siglip_loss(a, b, torch.tensor(s).exp(), -3.0 if term == "llm" else -s)
-                    for term, (a, b, s) in pairs.items()}
-    for term, value in expected.items():
-        torch.testing.assert_close(out[f"loss_{term}"], value, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out["loss"], sum(expected.values()), atol=1e-5, rtol=1e-5)
+        assert_term_losses(out, {"llm": (image, llm, 1.0), "clip_text": (image, clip, 2.0),
+                                 "cat": (cat_image, cat, 3.0)}, loss)
 
 
 @pytest.mark.parametrize("loss", ["clip", "siglip"])
@@ -143,31 +162,15 @@ def test_method_c_adds_a_text_text_term_between_the_clip_text_and_llm_spaces(tin
     from llm2clip.multi_encoder import METHOD_C
     from llm2clip.train.stage2_objective import Stage2Objective
 
-    torch.manual_seed(0)
-    config = LLM2CLIPConfig(vision=tiny_visions["clip"], text_dim=32 + 24, clip_text_dim=24, embed_dim=16,
-                            adaptor={"kind": "mlp", "num_blocks": 1}, loss_terms=METHOD_C,
-                            logit_bias_init=-3.0 if loss == "siglip" else None)
-    model = LLM2CLIP(config).eval()
-    with torch.no_grad():
-        model.logit_scale.fill_(1.0)
-        for value, term in enumerate(("clip_text", "clip_text_llm"), start=2):
-            model.multi.logit_scales[term].fill_(float(value))
-            if loss == "siglip":
-                model.multi.logit_biases[term].fill_(-float(value))
-    pixels = torch.randn(6, 3, 32, 32)
-    captions = torch.cat([normalize(torch.randn(6, 32), dim=-1), normalize(torch.randn(6, 24), dim=-1)], dim=-1)
+    model = multi_term_model(tiny_visions, METHOD_C, loss)
+    pixels, captions = torch.randn(6, 3, 32, 32), random_concat_captions()
     with torch.no_grad():
         out = Stage2Objective(model, loss)(pixels=pixels, text_embeddings=captions)
         image = normalize(model.vision(pixels) @ model.projection.weight.T, dim=-1)
         llm = normalize(model.adaptor(captions[:, :32]), dim=-1)
         clip = normalize(captions[:, 32:] @ model.multi.clip_text.weight.T, dim=-1)
-        pairs = {"llm": (image, llm, 1.0), "clip_text": (image, clip, 2.0), "clip_text_llm": (clip, llm, 3.0)}
-        expected = {term: by_hand_clip_loss(a, b, torch.tensor(s).exp()) if loss == "clip" else
-                    by_hand_siglip_loss(a, b, torch.tensor(s).exp(), -3.0 if term == "llm" else -s)
-                    for term, (a, b, s) in pairs.items()}
-    for term, value in expected.items():
-        torch.testing.assert_close(out[f"loss_{term}"], value, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out["loss"], sum(expected.values()), atol=1e-5, rtol=1e-5)
+        assert_term_losses(out, {"llm": (image, llm, 1.0), "clip_text": (image, clip, 2.0),
+                                 "clip_text_llm": (clip, llm, 3.0)}, loss)
     # the text-text term trains but does not encode: the model encodes with the LLM's term
     assert model.inference_term == "llm"
     with torch.no_grad():
